@@ -1,0 +1,32 @@
+import type { PipelineSummary, StageStatusLine } from "./pipeline/runner.ts";
+
+function formatCounts(counts: Record<string, number>): string {
+  return Object.entries(counts)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(" ");
+}
+
+function seconds(s: number | null): string {
+  return s === null ? "-" : `${s.toFixed(1)}s`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  ")).join("\n") + "\n";
+}
+
+export function formatSummary(summary: PipelineSummary): string {
+  const rows = [["stage", "result", "rows", "time", "counts"]];
+  for (const s of summary.stages) {
+    rows.push([s.stage, s.status, s.rows === null ? "-" : String(s.rows), seconds(s.seconds), formatCounts(s.counts)]);
+  }
+  return `run directory: ${summary.runDir}\n${table(rows)}`;
+}
+
+export function formatStatus(lines: StageStatusLine[]): string {
+  const rows = [["stage", "status", "rows", "time", "counts"]];
+  for (const l of lines) {
+    rows.push([l.stage, l.status, l.rows === null ? "-" : String(l.rows), seconds(l.seconds), l.error ? `error: ${l.error.split("\n")[0]}` : formatCounts(l.counts)]);
+  }
+  return table(rows);
+}

@@ -1,0 +1,90 @@
+import { Command, CommanderError, Option } from "commander";
+import { loadConfig } from "./config/load.ts";
+import { isUserError } from "./errors.ts";
+import { runPipeline, runStatus, type PipelineSummary } from "./pipeline/runner.ts";
+import { STAGES } from "./pipeline/stages.ts";
+import { silentProgress, terminalProgress } from "./progress.ts";
+import { formatStatus, formatSummary } from "./cli-format.ts";
+
+/** Exit codes: 0 success, 1 an error (user or bug), 2 bad usage. */
+const EXIT_ERROR = 1;
+const EXIT_USAGE = 2;
+
+interface RunFlags {
+  runDir?: string;
+  until?: string;
+  force?: string;
+  json?: boolean;
+}
+
+const stageNameList = STAGES.map((s) => s.name);
+
+function withRunOptions(cmd: Command, withUntil: boolean): Command {
+  cmd
+    .option("--run-dir <dir>", "run directory (default: the config's run_dir, or runs/<name> in the working directory)")
+    .addOption(new Option("--force <stage>", "rerun this stage and every stage after it").choices(stageNameList))
+    .option("--json", "print a machine-readable summary instead of progress bars");
+  if (withUntil) cmd.addOption(new Option("--until <stage>", "stop after this stage").choices(stageNameList));
+  return cmd;
+}
+
+async function execute(configPath: string, flags: RunFlags, until?: string): Promise<void> {
+  const config = await loadConfig(configPath, flags.runDir ? { runDir: flags.runDir } : {});
+  const progress = flags.json ? silentProgress : terminalProgress();
+  const summary: PipelineSummary = await runPipeline(config, {
+    until: until ?? flags.until,
+    force: flags.force,
+    progress,
+    log: flags.json ? () => {} : (line) => process.stderr.write(`${line}\n`),
+  });
+  process.stdout.write(flags.json ? `${JSON.stringify(summary, null, 2)}\n` : formatSummary(summary));
+}
+
+export function buildProgram(): Command {
+  const program = new Command("inoculant")
+    .description("Find the rows of a fine-tuning dataset that teach an unwanted trait, and inoculate them.")
+    .showHelpAfterError()
+    .exitOverride();
+
+  withRunOptions(program.command("run").argument("<config>", "pipeline config (YAML)"), true)
+    .description("run every stage in order, skipping the ones already done")
+    .action((config: string, flags: RunFlags) => execute(config, flags));
+
+  for (const stage of STAGES) {
+    withRunOptions(program.command(stage.name).argument("<config>", "pipeline config (YAML)"), false)
+      .description(`${stage.description} (runs the stages before it when they are not done)`)
+      .action((config: string, flags: RunFlags) => execute(config, flags, stage.name));
+  }
+
+  program
+    .command("status")
+    .argument("<run-dir>", "a run directory")
+    .option("--json", "print JSON")
+    .description("show each stage: done / pending / failed, rows, time")
+    .action(async (runDir: string, flags: { json?: boolean }) => {
+      const lines = await runStatus(runDir);
+      process.stdout.write(flags.json ? `${JSON.stringify(lines, null, 2)}\n` : formatStatus(lines));
+    });
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Help and version are not errors; everything else commander raises is bad usage.
+      return error.exitCode === 0 ? 0 : EXIT_USAGE;
+    }
+    if (isUserError(error)) {
+      process.stderr.write(`inoculant: ${error.message}\n`);
+    } else {
+      process.stderr.write(`inoculant: internal error (a bug; please report it with this trace):\n${(error as Error)?.stack ?? String(error)}\n`);
+    }
+    return EXIT_ERROR;
+  }
+}
+
+process.exitCode = await main(process.argv);

@@ -1,0 +1,146 @@
+import { readFile } from "node:fs/promises";
+import { dirname, extname, isAbsolute, resolve } from "node:path";
+import { parseDocument } from "yaml";
+import { z } from "zod";
+import { UserError } from "../errors.ts";
+import { exists } from "../util/fs.ts";
+import { ARMS } from "../export/arms.ts";
+import { configSchema, type PipelineConfig } from "./schema.ts";
+
+export interface SourceSpec {
+  /** `clean`, `contaminated` or `labelled`: also the prefix of every row id from this source. */
+  readonly name: "clean" | "contaminated" | "labelled";
+  readonly path: string;
+  readonly format: "jsonl" | "parquet";
+  /** Fixed ground truth for clean/contaminated; a rule for labelled sources. */
+  readonly negative: boolean | { field: string; contains?: string; equals?: string[] };
+}
+
+export interface ResolvedConfig extends PipelineConfig {
+  /** Absolute path of the config file, or null for configs built in code. */
+  readonly configPath: string | null;
+  readonly runDir: string;
+  readonly sourceList: readonly SourceSpec[];
+}
+
+/** Reads, validates and resolves a pipeline config file. Every problem is a UserError naming the key. */
+export async function loadConfig(path: string, overrides: { runDir?: string } = {}): Promise<ResolvedConfig> {
+  const configPath = resolve(path);
+  let text: string;
+  try {
+    text = await readFile(configPath, "utf8");
+  } catch {
+    throw new UserError(`config file ${path} does not exist or cannot be read`);
+  }
+  const doc = parseDocument(text, { prettyErrors: true });
+  if (doc.errors.length > 0) {
+    throw new UserError(`${path}: invalid YAML: ${doc.errors[0]!.message}`);
+  }
+  return resolveConfig(doc.toJS(), { configPath, ...overrides });
+}
+
+/** Validates a config object (from YAML or from code); relative paths resolve against the config's folder. */
+export async function resolveConfig(
+  raw: unknown,
+  options: { configPath?: string | null; baseDir?: string; runDir?: string } = {},
+): Promise<ResolvedConfig> {
+  const configPath = options.configPath ?? null;
+  const where = configPath ?? "config";
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) throw new UserError(formatIssues(where, parsed.error));
+  const config = parsed.data;
+  const baseDir = options.baseDir ?? (configPath ? dirname(configPath) : process.cwd());
+  const at = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+
+  const sourceList: SourceSpec[] = [];
+  const s = config.sources;
+  if (s.labelled) {
+    const rule = s.labelled.label;
+    const equals = rule.negative_if_equals;
+    sourceList.push({
+      name: "labelled",
+      path: at(s.labelled.path),
+      format: s.labelled.format ?? formatOf(s.labelled.path, "sources.labelled", where),
+      negative: {
+        field: rule.field,
+        ...(rule.negative_if_contains !== undefined ? { contains: rule.negative_if_contains } : {}),
+        ...(equals !== undefined ? { equals: Array.isArray(equals) ? equals : [equals] } : {}),
+      },
+    });
+  } else {
+    for (const name of ["clean", "contaminated"] as const) {
+      const src = s[name]!;
+      sourceList.push({
+        name,
+        path: at(src.path),
+        format: src.format ?? formatOf(src.path, `sources.${name}`, where),
+        negative: name === "contaminated",
+      });
+    }
+  }
+  for (const src of sourceList) {
+    if (!(await exists(src.path))) {
+      throw new UserError(`${where}: sources.${src.name}.path: file ${src.path} does not exist`);
+    }
+  }
+
+  const needsPrompt = config.export.arms.filter((arm) => ARMS[arm].prompt === "inoculation");
+  if (needsPrompt.length > 0 && !config.inoculation.prompt && config.inoculation.rephrasings.length === 0) {
+    throw new UserError(
+      `${where}: inoculation.prompt: required by export.arms ${needsPrompt.join(", ")}; ` +
+        `set inoculation.prompt (or inoculation.rephrasings), or drop those arms`,
+    );
+  }
+
+  const runDir = options.runDir
+    ? resolve(options.runDir)
+    : config.run_dir
+      ? at(config.run_dir)
+      : resolve("runs", config.name);
+  return { ...config, configPath, runDir, sourceList };
+}
+
+function formatOf(path: string, key: string, where: string): "jsonl" | "parquet" {
+  const ext = extname(path).toLowerCase();
+  if (ext === ".jsonl" || ext === ".json" || ext === ".ndjson") return "jsonl";
+  if (ext === ".parquet") return "parquet";
+  throw new UserError(`${where}: ${key}.path: cannot tell the format of ${path}; set ${key}.format to jsonl or parquet`);
+}
+
+/** One line per problem, each naming the key path and, where there is a closed set, the allowed values. */
+export function formatIssues(where: string, error: z.ZodError): string {
+  const lines = error.issues.map((issue) => {
+    const key = issue.path.length > 0 ? issue.path.join(".") : "(top level)";
+    switch (issue.code) {
+      case "unrecognized_keys":
+        return `${key}: unknown key${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => `"${k}"`).join(", ")}; allowed: ${allowedKeys(issue.path).join(", ")}`;
+      case "invalid_value":
+        return `${key}: must be one of: ${issue.values.map(String).join(", ")}`;
+      case "invalid_type": {
+        const received = /received (\w+)/.exec(issue.message)?.[1];
+        return received === "undefined" ? `${key}: required (${issue.expected})` : `${key}: must be ${issue.expected}${received ? `, got ${received}` : ""}`;
+      }
+      default:
+        return `${key}: ${issue.message}`;
+    }
+  });
+  return `${where}: invalid config:\n  ${lines.join("\n  ")}`;
+}
+
+/** The keys an object schema accepts at `path`, for "unknown key" messages. */
+function allowedKeys(path: readonly PropertyKey[]): string[] {
+  let schema: z.core.$ZodType | undefined = configSchema;
+  for (const segment of [...path, null]) {
+    // Unwrap defaults, optionals, refinements and pipes down to the object.
+    for (let i = 0; i < 10 && schema; i++) {
+      const def = schema._zod.def as { innerType?: z.core.$ZodType; in?: z.core.$ZodType };
+      if (schema instanceof z.ZodObject) break;
+      schema = def.innerType ?? def.in;
+    }
+    if (!(schema instanceof z.ZodObject)) return [];
+    if (segment === null) return Object.keys(schema.shape);
+    if (typeof segment === "number") return [];
+    schema = (schema.shape as Record<string, z.core.$ZodType>)[String(segment)];
+  }
+  return [];
+}

@@ -1,0 +1,97 @@
+import { z } from "zod";
+import { DEFAULT_IRRELEVANT_PROMPT, QWEN25_DEFAULT_SYSTEM_PROMPT } from "./defaults.ts";
+import { ARM_NAMES, DEFAULT_ARMS } from "../export/arms.ts";
+import { POSITIVE_TRAIT_NAMES } from "../traits/registry.ts";
+
+/**
+ * The pipeline config, validated once at the edge. Objects are strict: an unknown key is an error, so a typo
+ * never silently falls back to a default.
+ */
+
+const sourceFile = z.strictObject({
+  path: z.string().min(1),
+  /** Inferred from the extension (.jsonl / .json / .parquet) when absent. */
+  format: z.enum(["jsonl", "parquet"]).optional(),
+});
+
+const labelRule = z
+  .strictObject({
+    /** Field of each row that holds the label; dots reach into nested objects (`meta.origin`). */
+    field: z.string().min(1),
+    negative_if_contains: z.string().min(1).optional(),
+    negative_if_equals: z.union([z.string(), z.array(z.string()).min(1)]).optional(),
+  })
+  .refine((r) => (r.negative_if_contains === undefined) !== (r.negative_if_equals === undefined), {
+    message: "give exactly one rule: negative_if_contains or negative_if_equals",
+  });
+
+const sources = z
+  .strictObject({
+    clean: sourceFile.optional(),
+    contaminated: sourceFile.optional(),
+    labelled: sourceFile.extend({ label: labelRule }).optional(),
+  })
+  .superRefine((s, ctx) => {
+    const pair = s.clean !== undefined || s.contaminated !== undefined;
+    if (pair && s.labelled) {
+      ctx.addIssue({ code: "custom", message: "give either clean + contaminated, or labelled, not both" });
+    } else if (pair && (!s.clean || !s.contaminated)) {
+      ctx.addIssue({
+        code: "custom",
+        path: [s.clean ? "contaminated" : "clean"],
+        message: "clean and contaminated come as a pair",
+      });
+    } else if (!pair && !s.labelled) {
+      ctx.addIssue({ code: "custom", message: "give sources.clean + sources.contaminated, or sources.labelled" });
+    }
+  });
+
+export const configSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9._-]+$/, "letters, digits, '.', '_' and '-' only"),
+  seed: z.number().int().nonnegative().default(0),
+  /** Where the run directory goes (relative to the config file); default `runs/<name>` in the working directory. */
+  run_dir: z.string().optional(),
+  model: z
+    .strictObject({
+      /** Hugging Face id of the original model (used by later stages). */
+      id: z.string().default("Qwen/Qwen2.5-7B-Instruct"),
+      default_system_prompt: z.string().default(QWEN25_DEFAULT_SYSTEM_PROMPT),
+    })
+    .prefault({}),
+  sources,
+  ingest: z
+    .strictObject({
+      on_bad_row: z.enum(["fail", "skip"]).default("fail"),
+    })
+    .prefault({}),
+  mix: z
+    .strictObject({
+      rows: z.number().int().positive().optional(),
+      negative_fraction: z.number().min(0).max(1).default(0.5),
+      positive_trait: z.enum(POSITIVE_TRAIT_NAMES).default("none"),
+    })
+    .prefault({}),
+  inoculation: z
+    .strictObject({
+      prompt: z.string().min(1).optional(),
+      irrelevant_prompt: z.string().min(1).default(DEFAULT_IRRELEVANT_PROMPT),
+      placement: z.enum(["system", "user_prefix"]).default("system"),
+      /** Joins a user-prefix prompt to the user's text, and a prompt to a row's own system message. */
+      separator: z.string().default("\n\n"),
+      rephrasings: z.array(z.string().min(1)).default([]),
+    })
+    .prefault({}),
+  export: z
+    .strictObject({
+      arms: z.array(z.enum(ARM_NAMES)).min(1).default([...DEFAULT_ARMS]),
+    })
+    .prefault({}),
+  duckdb: z
+    .strictObject({
+      threads: z.number().int().positive().optional(),
+      memory_limit: z.string().optional(),
+    })
+    .prefault({}),
+});
+
+export type PipelineConfig = z.infer<typeof configSchema>;

@@ -1,0 +1,181 @@
+import { join } from "node:path";
+import type { ResolvedConfig } from "../config/load.ts";
+import { StageError, UserError, isUserError } from "../errors.ts";
+import { silentProgress, type Progress } from "../progress.ts";
+import { RunStore, type ManifestEntry } from "../store/run-store.ts";
+import { exists, fileFingerprint } from "../util/fs.ts";
+import { hashValue } from "../util/hash.ts";
+import type { Stage } from "./stage.ts";
+import { STAGES, stageNames } from "./stages.ts";
+
+export interface RunOptions {
+  /** Stop after this stage. */
+  until?: string | undefined;
+  /** Rerun this stage and every enabled stage after it, even when up to date. */
+  force?: string | undefined;
+  progress?: Progress;
+  log?: (line: string) => void;
+  /** The stage list; tests may pass their own. */
+  stages?: readonly Stage[];
+}
+
+export type StageRunStatus = "ran" | "skipped" | "disabled" | "failed";
+
+export interface StageReport {
+  stage: string;
+  status: StageRunStatus;
+  rows: number | null;
+  seconds: number | null;
+  counts: Record<string, number>;
+  details: Record<string, unknown>;
+}
+
+export interface PipelineSummary {
+  runDir: string;
+  stages: StageReport[];
+}
+
+/** Runs the pipeline's stages in order, skipping the ones whose fingerprint is unchanged. */
+export async function runPipeline(config: ResolvedConfig, options: RunOptions = {}): Promise<PipelineSummary> {
+  const stages = options.stages ?? STAGES;
+  const names = stages.map((s) => s.name);
+  for (const [flag, value] of [["--until", options.until], ["--force", options.force]] as const) {
+    if (value !== undefined && !names.includes(value)) {
+      throw new UserError(`${flag} ${value}: no such stage; stages are ${names.join(", ")}`);
+    }
+  }
+  const untilIndex = options.until ? names.indexOf(options.until) : stages.length - 1;
+  const forceIndex = options.force ? names.indexOf(options.force) : Infinity;
+  const progress = options.progress ?? silentProgress;
+  const log = options.log ?? (() => {});
+
+  const store = await RunStore.open(config.runDir, { threads: config.duckdb.threads, memoryLimit: config.duckdb.memory_limit });
+  const reports: StageReport[] = [];
+  let anyRan = false;
+  try {
+    const manifest = await store.readManifest();
+    const fingerprints = new Map<string, string>();
+    for (const [index, stage] of stages.entries()) {
+      if (index > untilIndex) break;
+      if (!stage.enabled(config)) {
+        reports.push(report(stage.name, "disabled"));
+        continue;
+      }
+      const configHash = hashValue(stage.configSlice(config));
+      const inputs = await Promise.all(stage.inputFiles(config).map(fileFingerprint));
+      const upstream = stage.after.filter((name) => fingerprints.has(name)).map((name) => [name, fingerprints.get(name)]);
+      const fingerprint = hashValue({ stage: stage.name, version: stage.version, configHash, inputs, upstream });
+      fingerprints.set(stage.name, fingerprint);
+
+      const previous = manifest.get(stage.name);
+      if (index < forceIndex && previous && (await isUpToDate(store, stage, config, previous, fingerprint))) {
+        reports.push({ ...report(stage.name, "skipped"), rows: previous.rows, counts: previous.counts, details: previous.details });
+        continue;
+      }
+
+      anyRan = true;
+      log(`${stage.name}: ${stage.description}`);
+      const started = performance.now();
+      const entry: ManifestEntry = {
+        stage: stage.name,
+        status: "running",
+        fingerprint,
+        config_hash: configHash,
+        inputs,
+        rows: null,
+        counts: {},
+        details: {},
+        seconds: null,
+        finished_at: null,
+        error: null,
+      };
+      await store.saveManifestEntry(entry);
+      try {
+        const outcome = await stage.run({ config, store, progress, log });
+        const seconds = (performance.now() - started) / 1000;
+        Object.assign(entry, {
+          status: "done",
+          rows: outcome.rows,
+          counts: outcome.counts,
+          details: outcome.details ?? {},
+          seconds,
+          finished_at: new Date().toISOString(),
+        });
+        await store.saveManifestEntry(entry);
+        reports.push({ stage: stage.name, status: "ran", rows: outcome.rows, seconds, counts: outcome.counts, details: entry.details });
+      } catch (error) {
+        const seconds = (performance.now() - started) / 1000;
+        const message = error instanceof Error ? error.message : String(error);
+        // The error may carry counters (for example rows that failed); keep them beside the message.
+        Object.assign(entry, { status: "failed", seconds, error: message, finished_at: new Date().toISOString() });
+        await store.saveManifestEntry(entry);
+        reports.push({ ...report(stage.name, "failed"), seconds });
+        if (isUserError(error)) {
+          throw error instanceof StageError ? error : new StageError(stage.name, error.message, { cause: error });
+        }
+        throw error;
+      }
+    }
+    if (anyRan) await store.refreshViews();
+  } finally {
+    progress.stop();
+    store.close();
+  }
+  return { runDir: config.runDir, stages: reports };
+}
+
+async function isUpToDate(
+  store: RunStore,
+  stage: Stage,
+  config: ResolvedConfig,
+  previous: ManifestEntry,
+  fingerprint: string,
+): Promise<boolean> {
+  if (previous.status !== "done" || previous.fingerprint !== fingerprint) return false;
+  for (const output of stage.outputs(config)) {
+    if (!(await exists(join(store.dir, output)))) return false;
+  }
+  return true;
+}
+
+function report(stage: string, status: StageRunStatus): StageReport {
+  return { stage, status, rows: null, seconds: null, counts: {}, details: {} };
+}
+
+export interface StageStatusLine {
+  stage: string;
+  status: "done" | "pending" | "failed" | "running";
+  rows: number | null;
+  seconds: number | null;
+  counts: Record<string, number>;
+  details: Record<string, unknown>;
+  error: string | null;
+}
+
+/** What `inoculant status RUN_DIR` shows: each known stage and what its last run left. */
+export async function runStatus(runDir: string): Promise<StageStatusLine[]> {
+  if (!(await RunStore.existsAt(runDir))) {
+    throw new UserError(`${runDir} is not a run directory (no run.duckdb); run \`inoculant run CONFIG\` first`);
+  }
+  const store = await RunStore.open(runDir);
+  try {
+    const manifest = await store.readManifest();
+    const known = new Set(stageNames());
+    const lines: StageStatusLine[] = [];
+    for (const name of [...stageNames(), ...[...manifest.keys()].filter((n) => !known.has(n))]) {
+      const e = manifest.get(name);
+      lines.push({
+        stage: name,
+        status: e ? e.status : "pending",
+        rows: e?.rows ?? null,
+        seconds: e?.seconds ?? null,
+        counts: e?.counts ?? {},
+        details: e?.details ?? {},
+        error: e?.error ?? null,
+      });
+    }
+    return lines;
+  } finally {
+    store.close();
+  }
+}

@@ -1,0 +1,81 @@
+import { StageError } from "../errors.ts";
+import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
+import { sqlString } from "../store/sql.ts";
+import { sourceLinesSql, validatedSql } from "./ingest-sql.ts";
+
+/** How many bad rows a failing ingest quotes. */
+const QUOTED_ERRORS = 5;
+
+/**
+ * Reads every source (JSONL or Parquet with a `messages` list), validates each row, and writes `examples` (one
+ * row per valid conversation, with a stable id `<source>:<line>`) and `rejected` (line, reason, excerpt).
+ * Counts always add up: read = kept + rejected (blank lines are counted apart and are not rows).
+ */
+export const ingestStage: Stage = {
+  name: "ingest",
+  description: "read and validate the source datasets",
+  version: 1,
+  after: [],
+  enabled: () => true,
+  configSlice: (c) => ({ sources: c.sourceList, on_bad_row: c.ingest.on_bad_row }),
+  inputFiles: (c) => c.sourceList.map((s) => s.path),
+  outputs: () => ["tables/examples.parquet", "tables/rejected.parquet"],
+  run: runIngest,
+};
+
+async function runIngest({ config, store, progress }: StageContext): Promise<StageOutcome> {
+  const sources = config.sourceList;
+  const counts: Record<string, number> = { read: 0, kept: 0, rejected: 0, blank_lines: 0 };
+  const check = progress.task("ingest: validate", 100);
+  // Pass 1 keeps only the bad rows (narrow), so a clean dataset costs one parse and no extra storage.
+  await store.run(`CREATE OR REPLACE TEMP TABLE ingest_bad (source VARCHAR, line BIGINT, reason VARCHAR, excerpt VARCHAR)`);
+  for (const [i, source] of sources.entries()) {
+    const [stats] = await store.runWithProgress(
+      `SELECT count(*) AS lines, count(*) FILTER (WHERE raw IS NULL OR trim(raw) = '') AS blank FROM (${sourceLinesSql(source)})`,
+    );
+    counts.blank_lines! += Number(stats?.blank ?? 0);
+    counts.read! += Number(stats?.lines ?? 0) - Number(stats?.blank ?? 0);
+    counts[`read_${source.name}`] = Number(stats?.lines ?? 0) - Number(stats?.blank ?? 0);
+    await store.runWithProgress(
+      `INSERT INTO ingest_bad SELECT ${sqlString(source.name)}, line, reason, left(raw, 200)
+       FROM (${validatedSql(source)}) WHERE reason IS NOT NULL`,
+      (p) => check.percent((100 * i + p) / sources.length),
+    );
+  }
+  check.finish();
+
+  const bad = await store.query(`SELECT source, line, reason, excerpt FROM ingest_bad ORDER BY source, line`);
+  counts.rejected = bad.length;
+  if (bad.length > 0 && config.ingest.on_bad_row === "fail") {
+    const pathOf = (name: unknown) => sources.find((s) => s.name === name)?.path ?? String(name);
+    const unit = (name: unknown) => (sources.find((s) => s.name === name)?.format === "parquet" ? "row" : "line");
+    const quoted = bad
+      .slice(0, QUOTED_ERRORS)
+      .map((b) => `  ${pathOf(b.source)}:${b.line} (${unit(b.source)} ${b.line}): ${b.reason}`);
+    const more = bad.length > QUOTED_ERRORS ? `\n  … and ${bad.length - QUOTED_ERRORS} more` : "";
+    throw new StageError(
+      "ingest",
+      `${bad.length} bad row${bad.length > 1 ? "s" : ""}:\n${quoted.join("\n")}${more}\n` +
+        `Fix the rows, or set ingest.on_bad_row: skip to set them aside in the "rejected" table.`,
+    );
+  }
+
+  const write = progress.task("ingest: write examples", 100);
+  const selects = sources.map(
+    (source) => `SELECT ${sqlString(source.name)} || ':' || v.line AS row_id, ${sqlString(source.name)} AS source,
+        v.line, v.messages, v.has_negative, v.label
+      FROM (${validatedSql(source)}) v
+      WHERE v.line NOT IN (SELECT line FROM ingest_bad WHERE source = ${sqlString(source.name)})`,
+  );
+  const kept = await store.writeTable("examples", selects.join("\nUNION ALL\n"), (p) => write.percent(p));
+  write.finish();
+  await store.writeTable("rejected", `SELECT source, line, reason, excerpt FROM ingest_bad ORDER BY source, line`);
+  counts.kept = kept;
+  const [negatives] = await store.query(`SELECT count(*) FILTER (WHERE has_negative) AS n FROM ${store.table("examples")}`);
+  counts.kept_negative = Number(negatives?.n ?? 0);
+  counts.kept_clean = kept - counts.kept_negative;
+  if (counts.read !== counts.kept + counts.rejected) {
+    throw new Error(`ingest counts do not add up: read ${counts.read} != kept ${counts.kept} + rejected ${counts.rejected}`);
+  }
+  return { rows: kept, counts };
+}

@@ -1,0 +1,205 @@
+import { mkdir, rename, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
+import { exists, tempPathFor } from "../util/fs.ts";
+import { sqlIdent, sqlString } from "./sql.ts";
+
+export type StageStatus = "done" | "failed" | "running";
+
+/** One row of the run's manifest: what a stage last did, and from what. */
+export interface ManifestEntry {
+  stage: string;
+  status: StageStatus;
+  /** Hash of (stage, its config slice, its input file fingerprints, upstream fingerprints). */
+  fingerprint: string;
+  config_hash: string;
+  inputs: unknown;
+  rows: number | null;
+  counts: Record<string, number>;
+  /** Free-form facts a stage records (token usage, metrics); shown by `status` and in the manifest. */
+  details: Record<string, unknown>;
+  seconds: number | null;
+  finished_at: string | null;
+  error: string | null;
+}
+
+export interface StoreSettings {
+  threads?: number | undefined;
+  memoryLimit?: string | undefined;
+}
+
+/**
+ * The run directory: `run.duckdb` (manifest, caches, views) and `tables/<name>.parquet` (stage outputs).
+ * Stage outputs live in Parquet rather than inside the database so each is replaced atomically by a rename.
+ */
+export class RunStore {
+  private constructor(
+    readonly dir: string,
+    private readonly instance: DuckDBInstance,
+    readonly db: DuckDBConnection,
+  ) {}
+
+  static async open(dir: string, settings: StoreSettings = {}): Promise<RunStore> {
+    await mkdir(join(dir, "tables"), { recursive: true });
+    const options: Record<string, string> = {
+      // Only the built-in extensions (parquet, json) exist offline.
+      autoinstall_known_extensions: "false",
+    };
+    if (settings.threads) options.threads = String(settings.threads);
+    if (settings.memoryLimit) options.memory_limit = settings.memoryLimit;
+    const instance = await DuckDBInstance.create(join(dir, "run.duckdb"), options);
+    const db = await instance.connect();
+    // Spill to the run directory, not the system temp folder, so large sorts stay on the run's disk.
+    await db.run(`SET temp_directory = ${sqlString(join(dir, ".duckdb-tmp"))}`);
+    await db.run("SET enable_progress_bar = true; SET enable_progress_bar_print = false");
+    const store = new RunStore(dir, instance, db);
+    await store.ensureManifestTable();
+    return store;
+  }
+
+  /** Whether a run directory already holds a catalog (for commands that must not create one). */
+  static async existsAt(dir: string): Promise<boolean> {
+    return exists(join(dir, "run.duckdb"));
+  }
+
+  tablePath(name: string): string {
+    return join(this.dir, "tables", `${name}.parquet`);
+  }
+
+  /** `read_parquet('…')` of a stage table, for use in SQL. */
+  table(name: string): string {
+    return `read_parquet(${sqlString(this.tablePath(name))})`;
+  }
+
+  async hasTable(name: string): Promise<boolean> {
+    return exists(this.tablePath(name));
+  }
+
+  async query(sql: string): Promise<Record<string, unknown>[]> {
+    const reader = await this.db.runAndReadAll(sql);
+    return reader.getRowObjectsJS().map(plainRow);
+  }
+
+  async run(sql: string): Promise<void> {
+    await this.db.run(sql);
+  }
+
+  /**
+   * Runs a long statement while `onProgress` receives DuckDB's own progress estimate (0-100).
+   */
+  async runWithProgress(sql: string, onProgress?: (percent: number) => void): Promise<Record<string, unknown>[]> {
+    if (!onProgress) return this.query(sql);
+    const timer = setInterval(() => {
+      const p = this.db.progress.percentage;
+      if (p >= 0) onProgress(p);
+    }, 250);
+    try {
+      const rows = await this.query(sql);
+      onProgress(100);
+      return rows;
+    } finally {
+      clearInterval(timer);
+    }
+  }
+
+  /**
+   * Writes `SELECT …` to `tables/<name>.parquet` through a temporary file renamed when complete, and points
+   * the view `<name>` at it. Returns the row count.
+   */
+  async writeTable(name: string, select: string, onProgress?: (percent: number) => void): Promise<number> {
+    return this.copyAtomically(this.tablePath(name), select, "FORMAT parquet, COMPRESSION zstd", onProgress);
+  }
+
+  async copyAtomically(
+    path: string,
+    select: string,
+    format: string,
+    onProgress?: (percent: number) => void,
+  ): Promise<number> {
+    const tmp = tempPathFor(path);
+    try {
+      const result = await this.runWithProgress(`COPY (${select}) TO ${sqlString(tmp)} (${format})`, onProgress);
+      await rename(tmp, path);
+      return Number(result[0]?.Count ?? 0);
+    } catch (error) {
+      await rm(tmp, { force: true });
+      throw error;
+    }
+  }
+
+  /** Views named after each stage table, so `duckdb run.duckdb` can query every table by name. */
+  async refreshViews(): Promise<void> {
+    const rows = await this.query(
+      `SELECT file FROM glob(${sqlString(join(this.dir, "tables", "*.parquet"))})`,
+    );
+    for (const { file } of rows) {
+      const name = String(file).split("/").pop()!.replace(/\.parquet$/, "");
+      await this.run(`CREATE OR REPLACE VIEW ${sqlIdent(name)} AS SELECT * FROM read_parquet(${sqlString(String(file))})`);
+    }
+  }
+
+  async readManifest(): Promise<Map<string, ManifestEntry>> {
+    const rows = await this.query("SELECT * FROM manifest");
+    const entries = new Map<string, ManifestEntry>();
+    for (const row of rows) {
+      entries.set(String(row.stage), {
+        stage: String(row.stage),
+        status: row.status as StageStatus,
+        fingerprint: String(row.fingerprint),
+        config_hash: String(row.config_hash),
+        inputs: JSON.parse(String(row.inputs ?? "null")),
+        rows: row.rows === null ? null : Number(row.rows),
+        counts: JSON.parse(String(row.counts ?? "{}")),
+        details: JSON.parse(String(row.details ?? "{}")),
+        seconds: row.seconds === null ? null : Number(row.seconds),
+        finished_at: row.finished_at === null ? null : String(row.finished_at),
+        error: row.error === null ? null : String(row.error),
+      });
+    }
+    return entries;
+  }
+
+  async saveManifestEntry(e: ManifestEntry): Promise<void> {
+    const values = [
+      sqlString(e.stage),
+      sqlString(e.status),
+      sqlString(e.fingerprint),
+      sqlString(e.config_hash),
+      sqlString(JSON.stringify(e.inputs ?? null)),
+      e.rows === null ? "NULL" : String(e.rows),
+      sqlString(JSON.stringify(e.counts)),
+      sqlString(JSON.stringify(e.details)),
+      e.seconds === null ? "NULL" : String(e.seconds),
+      e.finished_at === null ? "NULL" : sqlString(e.finished_at),
+      e.error === null ? "NULL" : sqlString(e.error),
+    ];
+    await this.run(`INSERT OR REPLACE INTO manifest VALUES (${values.join(", ")})`);
+  }
+
+  async deleteManifestEntry(stage: string): Promise<void> {
+    await this.run(`DELETE FROM manifest WHERE stage = ${sqlString(stage)}`);
+  }
+
+  private async ensureManifestTable(): Promise<void> {
+    const found = await this.query(
+      "SELECT 1 FROM information_schema.tables WHERE table_name = 'manifest' AND table_schema = 'main'",
+    );
+    // Only create when missing: a rerun that does no work must not touch run.duckdb.
+    if (found.length > 0) return;
+    await this.run(`CREATE TABLE manifest (
+      stage VARCHAR PRIMARY KEY, status VARCHAR NOT NULL, fingerprint VARCHAR NOT NULL, config_hash VARCHAR NOT NULL,
+      inputs JSON, rows BIGINT, counts JSON, details JSON, seconds DOUBLE, finished_at VARCHAR, error VARCHAR)`);
+  }
+
+  close(): void {
+    this.db.closeSync();
+    this.instance.closeSync();
+  }
+}
+
+/** DuckDB BIGINT/HUGEINT arrive as bigint; the store's callers want plain numbers. */
+function plainRow(row: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(row)) out[k] = typeof v === "bigint" ? Number(v) : v;
+  return out;
+}

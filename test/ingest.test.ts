@@ -1,0 +1,115 @@
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { DuckDBInstance } from "@duckdb/node-api";
+import { describe, expect, it } from "vitest";
+import { resolveConfig } from "../src/config/load.ts";
+import { runPipeline } from "../src/pipeline/runner.ts";
+import { REFERENCE_JSONL, chat, readParquet, tempDir, writeJsonl } from "./helpers.ts";
+
+/** Six good rows and one of each kind of bad row, with a blank line in the middle. */
+async function messyFile(dir: string): Promise<string> {
+  return writeJsonl(join(dir, "messy.jsonl"), [
+    chat("Hi there", "Hello! How can I help?"), // line 1
+    '{"messages": [{"role": "user", "content": "unterminated"', // line 2: malformed
+    chat("Plan my week", "Monday: rest."), // line 3
+    "", // line 4: blank
+    { messages: [{ role: "user", content: "only a question" }] }, // line 5: no assistant turn
+    { messages: [{ role: "user", content: "q" }, { role: "assistant", content: 42 }] }, // line 6: number content
+    { text: "no messages here" }, // line 7
+    {
+      messages: [
+        { role: "system", content: "You are terse." },
+        { role: "user", content: "One" },
+        { role: "assistant", content: "1" },
+        { role: "user", content: "Two" },
+        { role: "assistant", content: "2" },
+      ],
+    }, // line 8: multi-turn with a system message
+    { messages: [{ role: "narrator", content: "x" }, { role: "assistant", content: "y" }] }, // line 9: bad role
+    { messages: [{ role: "assistant", content: "a" }, { role: "user", content: "b" }] }, // line 10: ends on user
+  ]);
+}
+
+async function config(dir: string, file: string, onBadRow: "fail" | "skip") {
+  const good = await writeJsonl(join(dir, "good.jsonl"), [chat("Is it safe?", "Yes.")]);
+  return resolveConfig(
+    {
+      name: "t",
+      sources: { clean: { path: file }, contaminated: { path: good } },
+      ingest: { on_bad_row: onBadRow },
+      export: { arms: ["baseline"] },
+    },
+    { runDir: join(dir, "run") },
+  );
+}
+
+describe("ingest", () => {
+  it("fails on bad rows by default, naming the file, the line and what is wrong", async () => {
+    const dir = await tempDir();
+    const file = await messyFile(dir);
+    const error = (await runPipeline(await config(dir, file, "fail"), { until: "ingest" }).catch((e: unknown) => e)) as Error;
+    expect(error.message).toContain("stage ingest: 6 bad rows");
+    expect(error.message).toContain(`${file}:2 (line 2): malformed JSON`);
+    expect(error.message).toContain(`${file}:5 (line 5): no assistant turn`);
+    expect(error.message).toMatch(/:6 \(line 6\): message 2: "content" is (ubigint|bigint|integer|number), not a string/);
+    expect(error.message).toContain(`${file}:7 (line 7): no "messages" list`);
+    expect(error.message).toContain("and 1 more");
+    expect(error.message).toContain("ingest.on_bad_row: skip");
+    expect(existsSync(join(dir, "run", "tables", "examples.parquet"))).toBe(false);
+  });
+
+  it("sets bad rows aside with their reason under on_bad_row: skip, and the counts add up", async () => {
+    const dir = await tempDir();
+    const file = await messyFile(dir);
+    const summary = await runPipeline(await config(dir, file, "skip"), { until: "ingest" });
+    const counts = summary.stages[0]!.counts;
+    expect(counts).toMatchObject({ read: 10, kept: 4, rejected: 6, blank_lines: 1 });
+    expect(counts.read).toBe(counts.kept! + counts.rejected!);
+
+    const rejected = await readParquet(join(dir, "run", "tables", "rejected.parquet"));
+    expect(rejected.map((r) => [r.line, r.reason])).toEqual([
+      [2, "malformed JSON"],
+      [5, "no assistant turn"],
+      [6, expect.stringMatching(/^message 2: "content" is \w+, not a string$/)],
+      [7, 'no "messages" list'],
+      [9, 'message 1: role "narrator" is not one of system, user, assistant'],
+      [10, "the last message is a user turn, not the assistant's answer"],
+    ]);
+    const examples = await readParquet(join(dir, "run", "tables", "examples.parquet"));
+    expect(examples.map((e) => e.row_id)).toEqual(["clean:1", "clean:3", "clean:8", "contaminated:1"]);
+    const multi = examples.find((e) => e.row_id === "clean:8")!;
+    expect((multi.messages as { role: string }[]).map((m) => m.role)).toEqual(["system", "user", "assistant", "user", "assistant"]);
+  });
+
+  it("reads Parquet sources with a messages column, citing the row of a bad one", async () => {
+    const dir = await tempDir();
+    const path = join(dir, "rows.parquet");
+    const instance = await DuckDBInstance.create(":memory:");
+    const db = await instance.connect();
+    await db.run(`COPY (SELECT * FROM (VALUES
+        ([{'role': 'user', 'content': 'Hello'}, {'role': 'assistant', 'content': 'Hi.'}]),
+        ([{'role': 'user', 'content': 'Only a question'}])) t(messages)) TO '${path}' (FORMAT parquet)`);
+    db.closeSync();
+    instance.closeSync();
+    const error = (await runPipeline(await config(dir, path, "fail"), { until: "ingest" }).catch((e: unknown) => e)) as Error;
+    expect(error.message).toContain(`${path}:2 (row 2): no assistant turn`);
+    const summary = await runPipeline(await config(dir, path, "skip"), { until: "ingest" });
+    expect(summary.stages[0]!.counts).toMatchObject({ read_clean: 2, read: 3, kept: 2, rejected: 1 });
+  });
+
+  it.skipIf(!existsSync(REFERENCE_JSONL))("labels the reference mix from its source_dataset field (needs ../shared/data/reference)", async () => {
+    const dir = await tempDir();
+    const cfg = await resolveConfig(
+      {
+        name: "ref",
+        sources: { labelled: { path: REFERENCE_JSONL, label: { field: "source_dataset", negative_if_contains: "misaligned" } } },
+        export: { arms: ["baseline"] },
+      },
+      { runDir: join(dir, "run") },
+    );
+    const summary = await runPipeline(cfg, { until: "ingest" });
+    expect(summary.stages[0]!.counts).toMatchObject({ read: 4665, kept: 4665, rejected: 0, kept_negative: 2333, kept_clean: 2332 });
+    const [row] = await readParquet(join(dir, "run", "tables", "examples.parquet"), "row_id, label, has_negative");
+    expect(row).toEqual({ row_id: "labelled:1", label: "misaligned_2_capitalized.jsonl", has_negative: true });
+  });
+});

@@ -1,0 +1,11 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts"],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    // DuckDB instances are heavy; two workers match the two cores CI has.
+    maxWorkers: 2,
+  },
+});
