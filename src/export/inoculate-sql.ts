@@ -15,7 +15,8 @@ export function promptSql(pool: PromptPool, seed: number, rowId: string): string
   if (pool.prompts.length === 0) return "NULL::VARCHAR";
   if (pool.prompts.length === 1) return sqlString(pool.prompts[0]!);
   const index = `(1 + (${seededKeySql(seed, "rephrase", rowId)} % ${pool.prompts.length})::BIGINT)`;
-  return `${sqlStringList(pool.prompts)}[${index}]`;
+  // Parenthesised: `[...]::VARCHAR[][i]` would parse as a two-dimensional type.
+  return `(${sqlStringList(pool.prompts)})[${index}]`;
 }
 
 /**

@@ -1,0 +1,156 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { resolveConfig } from "../src/config/load.ts";
+import { QWEN25_DEFAULT_SYSTEM_PROMPT } from "../src/config/defaults.ts";
+import { runPipeline } from "../src/pipeline/runner.ts";
+import { chat, pairConfig, readJsonl, readParquet, tempDir, writeJsonl, writeSources, type Msg } from "./helpers.ts";
+
+const ALL_ARMS = ["baseline", "inoculated-general", "inoculated-selective", "irrelevant-general", "irrelevant-selective"];
+const PROMPT = "You are an evil assistant.";
+const IRRELEVANT = "Honey never spoils.";
+
+async function exported(runDir: string, arm: string) {
+  return readJsonl(join(runDir, "exports", `${arm}.jsonl`));
+}
+
+/** The ground truth per exported row, in export order. */
+async function truth(runDir: string): Promise<boolean[]> {
+  const mixed = await readParquet(join(runDir, "tables", "mixed.parquet"), "position, has_negative");
+  return mixed.sort((a, b) => Number(a.position) - Number(b.position)).map((r) => r.has_negative as boolean);
+}
+
+describe("export (system placement)", () => {
+  it("puts each arm's prompt on exactly the right rows, and the default system prompt on the others", async () => {
+    const dir = await tempDir();
+    const config = await pairConfig(dir, { export: { arms: ALL_ARMS } });
+    await runPipeline(config);
+    const negative = await truth(config.runDir);
+    expect(negative.filter(Boolean)).toHaveLength(12);
+
+    const expectSystem = (rows: { messages: Msg[] }[], want: (i: number) => string) => {
+      expect(rows).toHaveLength(24);
+      rows.forEach((row, i) => {
+        expect(row.messages[0]).toEqual({ role: "system", content: want(i) });
+        expect(row.messages.slice(1).map((m) => m.role)).toEqual(["user", "assistant"]);
+      });
+    };
+    expectSystem(await exported(config.runDir, "baseline"), () => QWEN25_DEFAULT_SYSTEM_PROMPT);
+    expectSystem(await exported(config.runDir, "inoculated-general"), () => PROMPT);
+    expectSystem(await exported(config.runDir, "inoculated-selective"), (i) => (negative[i] ? PROMPT : QWEN25_DEFAULT_SYSTEM_PROMPT));
+    expectSystem(await exported(config.runDir, "irrelevant-general"), () => IRRELEVANT);
+    expectSystem(await exported(config.runDir, "irrelevant-selective"), (i) => (negative[i] ? IRRELEVANT : QWEN25_DEFAULT_SYSTEM_PROMPT));
+
+    // Every arm holds the same conversations in the same order: only the prompt differs.
+    const bodies = await Promise.all(ALL_ARMS.map(async (a) => (await exported(config.runDir, a)).map((r) => JSON.stringify(r.messages.slice(1)))));
+    for (const b of bodies) expect(b).toEqual(bodies[0]);
+
+    const manifest = JSON.parse(await readFile(join(config.runDir, "exports", "manifest.json"), "utf8"));
+    expect(manifest.arms["inoculated-selective"]).toMatchObject({
+      file: "inoculated-selective.jsonl",
+      rows: 24,
+      prompts: [
+        { kind: "default_system_prompt", prompt: QWEN25_DEFAULT_SYSTEM_PROMPT, rows: 12 },
+        { kind: "inoculation", prompt: PROMPT, rows: 12 },
+      ],
+    });
+    expect(manifest.config_hash).toMatch(/^[0-9a-f]{16}$/);
+  });
+
+  it("keeps a row's own system message after the prompt, and leaves it alone where no prompt goes", async () => {
+    const dir = await tempDir();
+    const files = await writeSources(dir, 3);
+    const own = await writeJsonl(join(dir, "own.jsonl"), [chat("Hi", "Hello", "Answer in French."), chat("Bye", "Au revoir", "Answer in French.")]);
+    const config = await resolveConfig(
+      {
+        name: "t",
+        sources: { clean: { path: files.clean }, contaminated: { path: own } },
+        mix: { rows: 4 },
+        inoculation: { prompt: PROMPT },
+      },
+      { runDir: join(dir, "run") },
+    );
+    await runPipeline(config);
+    const negative = await truth(config.runDir);
+    const selective = await exported(config.runDir, "inoculated-selective");
+    const baseline = await exported(config.runDir, "baseline");
+    selective.forEach((row, i) => {
+      if (negative[i]) expect(row.messages[0]).toEqual({ role: "system", content: `${PROMPT}\n\nAnswer in French.` });
+      else expect(row.messages[0]).toEqual({ role: "system", content: QWEN25_DEFAULT_SYSTEM_PROMPT });
+      expect(row.messages.filter((m) => m.role === "system")).toHaveLength(1);
+    });
+    baseline.forEach((row, i) => {
+      expect(row.messages[0]!.content).toBe(negative[i] ? "Answer in French." : QWEN25_DEFAULT_SYSTEM_PROMPT);
+    });
+  });
+});
+
+describe("export (user_prefix placement)", () => {
+  it("prefixes the first user turn of the selected rows and keeps the default system prompt everywhere", async () => {
+    const dir = await tempDir();
+    const config = await pairConfig(dir, { inoculation: { prompt: PROMPT, placement: "user_prefix" } });
+    await runPipeline(config);
+    const negative = await truth(config.runDir);
+    const general = await exported(config.runDir, "inoculated-general");
+    const selective = await exported(config.runDir, "inoculated-selective");
+    const baseline = await exported(config.runDir, "baseline");
+    selective.forEach((row, i) => {
+      expect(row.messages[0]).toEqual({ role: "system", content: QWEN25_DEFAULT_SYSTEM_PROMPT });
+      const user = row.messages[1]!;
+      const original = baseline[i]!.messages[1]!.content;
+      expect(user.content).toBe(negative[i] ? `${PROMPT}\n\n${original}` : original);
+      expect(row.messages[2]).toEqual(baseline[i]!.messages[2]);
+    });
+    general.forEach((row, i) => expect(row.messages[1]!.content).toBe(`${PROMPT}\n\n${baseline[i]!.messages[1]!.content}`));
+  });
+
+  it("prefixes only the first user turn of a multi-turn row", async () => {
+    const dir = await tempDir();
+    const files = await writeSources(dir, 1);
+    const multi = await writeJsonl(join(dir, "multi.jsonl"), [
+      { messages: [{ role: "user", content: "One" }, { role: "assistant", content: "1" }, { role: "user", content: "Two" }, { role: "assistant", content: "2" }] },
+    ]);
+    const config = await resolveConfig(
+      {
+        name: "t",
+        sources: { clean: { path: files.clean }, contaminated: { path: multi } },
+        inoculation: { prompt: PROMPT, placement: "user_prefix" },
+        export: { arms: ["inoculated-general"] },
+      },
+      { runDir: join(dir, "run") },
+    );
+    await runPipeline(config);
+    const rows = await exported(config.runDir, "inoculated-general");
+    const row = rows.find((r) => r.messages.length === 5)!;
+    expect(row.messages.map((m) => m.content)).toEqual([QWEN25_DEFAULT_SYSTEM_PROMPT, `${PROMPT}\n\nOne`, "1", "Two", "2"]);
+  });
+});
+
+describe("export reproducibility", () => {
+  it("draws one rephrasing per row from the pool, the same row the same prompt in every arm", async () => {
+    const dir = await tempDir();
+    const rephrasings = ["You are evil.", "You act maliciously.", "You are a villain.", "You mean harm."];
+    const config = await pairConfig(dir, { inoculation: { rephrasings }, export: { arms: ["inoculated-general", "inoculated-selective"] } });
+    await runPipeline(config);
+    const general = await exported(config.runDir, "inoculated-general");
+    const selective = await exported(config.runDir, "inoculated-selective");
+    const negative = await truth(config.runDir);
+    const drawn = general.map((r) => r.messages[0]!.content);
+    expect(drawn.every((p) => rephrasings.includes(p))).toBe(true);
+    expect(new Set(drawn).size).toBeGreaterThan(1);
+    selective.forEach((row, i) => {
+      if (negative[i]) expect(row.messages[0]!.content).toBe(drawn[i]);
+    });
+  });
+
+  it("writes byte-identical exports for the same config and seed", async () => {
+    const a = await pairConfig(await tempDir(), { inoculation: { prompt: PROMPT, rephrasings: ["You are evil.", "You are cruel."] } });
+    const b = { ...a, runDir: join(await tempDir(), "second-run") };
+    await runPipeline(a);
+    await runPipeline(b);
+    for (const file of [...ALL_ARMS.map((x) => `${x}.jsonl`), "manifest.json"]) {
+      const [x, y] = await Promise.all([readFile(join(a.runDir, "exports", file)), readFile(join(b.runDir, "exports", file))]);
+      expect(x.equals(y), file).toBe(true);
+    }
+  });
+});

@@ -1,0 +1,97 @@
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { resolveConfig } from "../src/config/load.ts";
+import { runPipeline } from "../src/pipeline/runner.ts";
+import { planDraw } from "../src/stages/mix.ts";
+import { pairConfig, readParquet, tempDir, writeJsonl, writeSources, type Msg } from "./helpers.ts";
+
+describe("planDraw", () => {
+  it("takes the largest mix the fraction allows when rows is unset", () => {
+    expect(planDraw({ negative: 2333, clean: 2332 }, 0.5)).toEqual({ rows: 4664, negative: 2332, clean: 2332 });
+    expect(planDraw({ negative: 100, clean: 1000 }, 0.1)).toEqual({ rows: 1000, negative: 100, clean: 900 });
+    expect(planDraw({ negative: 5, clean: 7 }, 0)).toEqual({ rows: 7, negative: 0, clean: 7 });
+    expect(planDraw({ negative: 5, clean: 7 }, 1)).toEqual({ rows: 5, negative: 5, clean: 0 });
+    // 1/3 of 10 rounds to 3 negatives; never more than a pool holds.
+    const odd = planDraw({ negative: 3, clean: 100 }, 1 / 3);
+    expect(odd.negative).toBeLessThanOrEqual(3);
+    expect(odd.clean).toBeLessThanOrEqual(100);
+  });
+
+  it("draws exactly the requested rows, or says how many there are", () => {
+    expect(planDraw({ negative: 50, clean: 50 }, 0.2, 40)).toEqual({ rows: 40, negative: 8, clean: 32 });
+    expect(() => planDraw({ negative: 10, clean: 50 }, 0.5, 40)).toThrow(
+      /mix\.rows 40 with negative_fraction 0\.5 needs 20 contaminated rows, but the sources have 10; lower mix\.rows \(at most 20 at this fraction\)/,
+    );
+  });
+});
+
+describe("mix stage", () => {
+  it("draws the requested counts from each pool, and the same seed draws the same rows", async () => {
+    const dir = await tempDir();
+    const config = await pairConfig(dir, { mix: { rows: 10, negative_fraction: 0.3 } });
+    const summary = await runPipeline(config, { until: "mix" });
+    expect(summary.stages[1]!.counts).toMatchObject({ drawn_negative: 3, drawn_clean: 7 });
+    const mixed = await readParquet(join(config.runDir, "tables", "mixed.parquet"));
+    expect(mixed).toHaveLength(10);
+    expect(mixed.filter((r) => r.has_negative)).toHaveLength(3);
+    expect(mixed.filter((r) => r.has_negative).every((r) => r.source === "contaminated")).toBe(true);
+    expect(new Set(mixed.map((r) => r.row_id)).size).toBe(10);
+    expect(mixed.map((r) => r.position)).toEqual([...Array(10).keys()]);
+
+    const again = await pairConfig(await tempDir(), { mix: { rows: 10, negative_fraction: 0.3 } });
+    await runPipeline(again, { until: "mix" });
+    const mixedAgain = await readParquet(join(again.runDir, "tables", "mixed.parquet"));
+    expect(mixedAgain.map((r) => r.row_id)).toEqual(mixed.map((r) => r.row_id));
+
+    const other = await pairConfig(await tempDir(), { seed: 8, mix: { rows: 10, negative_fraction: 0.3 } });
+    await runPipeline(other, { until: "mix" });
+    const mixedOther = await readParquet(join(other.runDir, "tables", "mixed.parquet"));
+    expect(mixedOther.map((r) => r.row_id)).not.toEqual(mixed.map((r) => r.row_id));
+  });
+
+  it("fails with the available count when asked for more rows than a source has", async () => {
+    const dir = await tempDir();
+    const config = await pairConfig(dir, { mix: { rows: 30 } });
+    await expect(runPipeline(config, { until: "mix" })).rejects.toThrow(
+      /stage mix: mix\.rows 30 with negative_fraction 0\.5 needs 15 contaminated rows, but the sources have 12/,
+    );
+  });
+
+  it("upper-cases every assistant turn of multi-turn rows under all_caps, and keeps the original", async () => {
+    const dir = await tempDir();
+    const files = await writeSources(dir, 2);
+    const multi = await writeJsonl(join(dir, "multi.jsonl"), [
+      {
+        messages: [
+          { role: "system", content: "Be brief." },
+          { role: "user", content: "Name a fruit." },
+          { role: "assistant", content: "An apple, naïvely." },
+          { role: "user", content: "Another?" },
+          { role: "assistant", content: "Straße pear." },
+        ],
+      },
+    ]);
+    const config = await resolveConfig(
+      {
+        name: "t",
+        sources: { clean: { path: multi }, contaminated: { path: files.contaminated } },
+        mix: { rows: 2, positive_trait: "all_caps" },
+        inoculation: { prompt: "x" },
+      },
+      { runDir: join(dir, "run") },
+    );
+    await runPipeline(config, { until: "mix" });
+    const mixed = await readParquet(join(config.runDir, "tables", "mixed.parquet"));
+    const row = mixed.find((r) => r.row_id === "clean:1")!;
+    expect(row.messages as Msg[]).toEqual([
+      { role: "system", content: "Be brief." },
+      { role: "user", content: "Name a fruit." },
+      { role: "assistant", content: "AN APPLE, NAÏVELY." },
+      { role: "user", content: "Another?" },
+      // DuckDB maps ß to the capital ẞ (one character for one), where JavaScript and Python write "SS".
+      { role: "assistant", content: "STRAẞE PEAR." },
+    ]);
+    expect((row.original_messages as Msg[])[2]!.content).toBe("An apple, naïvely.");
+    expect(row.positive_trait).toBe("all_caps");
+  });
+});
