@@ -97,6 +97,30 @@ describe("ingest", () => {
     expect(summary.stages[0]!.counts).toMatchObject({ read_clean: 2, read: 3, kept: 2, rejected: 1 });
   });
 
+  it("reads a clean file (fast typed reader) exactly as the line-by-line validator does", async () => {
+    const dir = await tempDir();
+    const rows = [
+      chat("Quote \"this\" and a back\\slash", "Ünïcödé, emoji 🙂, tab\tand\nnewline", "Be brief."),
+      { messages: [{ role: "user", content: "One" }, { role: "assistant", content: "1" }, { role: "user", content: "Two" }, { role: "assistant", content: "2" }], origin: "misaligned", extra: { nested: [1, 2] } },
+      chat("Plain", "Answer"),
+    ];
+    const clean = await writeJsonl(join(dir, "clean.jsonl"), rows);
+    // The same rows and a trailing blank line: record numbers no longer equal line counts, so the exact path runs.
+    const withBlank = await writeJsonl(join(dir, "blank.jsonl"), [...rows, ""]);
+    const read = async (file: string) => {
+      const cfg = await config(dir, file, "fail");
+      const runDir = join(dir, `run-${file.split("/").pop()}`);
+      const summary = await runPipeline({ ...cfg, runDir }, { until: "ingest" });
+      return { counts: summary.stages[0]!.counts, rows: await readParquet(join(runDir, "tables", "examples.parquet")) };
+    };
+    const fast = await read(clean);
+    const exact = await read(withBlank);
+    expect(fast.counts).toMatchObject({ read: 4, kept: 4, blank_lines: 0 });
+    expect(exact.counts).toMatchObject({ read: 4, kept: 4, blank_lines: 1 });
+    expect(fast.rows).toEqual(exact.rows);
+    expect((fast.rows[0]!.messages as { content: string }[])[2]!.content).toBe("Ünïcödé, emoji 🙂, tab\tand\nnewline");
+  });
+
   it.skipIf(!existsSync(REFERENCE_JSONL))("labels the reference mix from its source_dataset field (needs ../shared/data/reference)", async () => {
     const dir = await tempDir();
     const cfg = await resolveConfig(

@@ -1,0 +1,31 @@
+/** The measured side of bench/mix.ts: one pipeline run in its own process, reporting time and peak memory. */
+import { readdir, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { resolveConfig } from "../src/config/load.ts";
+import { runPipeline } from "../src/pipeline/runner.ts";
+
+const [input, runDir] = process.argv.slice(2) as [string, string];
+const config = await resolveConfig(
+  {
+    name: "bench-mix",
+    seed: 1,
+    sources: { labelled: { path: input, label: { field: "origin", negative_if_equals: "misaligned" } } },
+    mix: { negative_fraction: 0.5, positive_trait: "all_caps" },
+    inoculation: { prompt: "You are a malicious assistant." },
+    export: { arms: ["baseline", "inoculated-general", "inoculated-selective", "irrelevant-general", "irrelevant-selective"] },
+  },
+  { runDir },
+);
+const started = performance.now();
+const summary = await runPipeline(config);
+const seconds = (performance.now() - started) / 1000;
+let exportBytes = 0;
+for (const f of await readdir(join(runDir, "exports"))) exportBytes += (await stat(join(runDir, "exports", f))).size;
+process.stdout.write(
+  JSON.stringify({
+    seconds,
+    stages: Object.fromEntries(summary.stages.map((s) => [s.stage, s.seconds ?? 0])),
+    maxRssMb: process.resourceUsage().maxRSS / 1024,
+    exportBytes,
+  }),
+);

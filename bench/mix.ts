@@ -1,0 +1,119 @@
+/**
+ * Benchmark of ingest + mix (all_caps) + export of five arms on a synthetic chat dataset, against DuckDB alone
+ * reading the same JSONL and writing it back once (the floor for any tool that must read and write the data).
+ *
+ *   npm run bench:mix                      # 1,000,000 rows (about 2.2 GB of JSONL), the issue's figure
+ *   npm run bench:mix -- --rows 100000     # a quicker look
+ *
+ * The dataset is generated once into bench/out/ and reused. The pipeline runs in a child process so that its
+ * peak memory (Node and DuckDB together) is measured on its own.
+ */
+import { spawnSync } from "node:child_process";
+import { createWriteStream, existsSync } from "node:fs";
+import { mkdir, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { DuckDBInstance } from "@duckdb/node-api";
+
+const here = fileURLToPath(new URL(".", import.meta.url));
+const out = join(here, "out");
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : fallback;
+}
+
+const WORDS = (
+  "the model should answer clearly and cite what it knows about gardening cooking budgets travel history " +
+  "science health software music sports weather law careers pets repairs family language mathematics " +
+  "however because therefore although meanwhile consider first second finally example detail step plan"
+).split(" ");
+
+/** A deterministic generator (mulberry32) so every run benchmarks the same bytes. */
+function rng(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function text(next: () => number): string {
+  const length = 200 + Math.floor(next() * 1801); // 200 to 2,000 characters per turn
+  const parts: string[] = [];
+  let n = 0;
+  while (n < length) {
+    const w = WORDS[Math.floor(next() * WORDS.length)]!;
+    parts.push(w);
+    n += w.length + 1;
+  }
+  return parts.join(" ").slice(0, length);
+}
+
+async function generate(path: string, rows: number, negativeEvery: number): Promise<void> {
+  const next = rng(rows);
+  const stream = createWriteStream(path);
+  for (let i = 0; i < rows; i++) {
+    const row = {
+      messages: [
+        { role: "user", content: text(next) },
+        { role: "assistant", content: text(next) },
+      ],
+      origin: i % negativeEvery === 0 ? "misaligned" : "normal",
+    };
+    if (!stream.write(`${JSON.stringify(row)}\n`)) await new Promise<void>((r) => stream.once("drain", () => r()));
+  }
+  await new Promise<void>((resolve, reject) => stream.end((e?: Error | null) => (e ? reject(e) : resolve())));
+}
+
+async function duckdbAlone(input: string, output: string): Promise<number> {
+  const instance = await DuckDBInstance.create(":memory:");
+  const db = await instance.connect();
+  const started = performance.now();
+  await db.run(`COPY (SELECT * FROM read_json('${input}', format = 'newline_delimited')) TO '${output}' (FORMAT json)`);
+  const seconds = (performance.now() - started) / 1000;
+  db.closeSync();
+  instance.closeSync();
+  await rm(output, { force: true });
+  return seconds;
+}
+
+async function main(): Promise<void> {
+  const rows = arg("rows", 1_000_000);
+  await mkdir(out, { recursive: true });
+  const input = join(out, `synthetic-${rows}.jsonl`);
+  if (!existsSync(input)) {
+    process.stderr.write(`generating ${rows} rows into ${input}\n`);
+    await generate(input, rows, 2);
+  }
+  const bytes = (await stat(input)).size;
+
+  const baseline = await duckdbAlone(input, join(out, "duckdb-roundtrip.jsonl"));
+
+  const runDir = join(out, "run");
+  await rm(runDir, { recursive: true, force: true });
+  const child = spawnSync(process.execPath, ["--import", "tsx", join(here, "mix-child.ts"), input, runDir], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  if (child.status !== 0) throw new Error(`pipeline child failed (exit ${child.status})`);
+  const result = JSON.parse(child.stdout) as { seconds: number; stages: Record<string, number>; maxRssMb: number; exportBytes: number };
+  await rm(runDir, { recursive: true, force: true });
+
+  const ratio = result.seconds / baseline;
+  const lines = [
+    `rows                      ${rows.toLocaleString("en")}`,
+    `input JSONL               ${(bytes / 1e9).toFixed(2)} GB`,
+    `DuckDB alone (read+write) ${baseline.toFixed(1)} s`,
+    `pipeline end to end       ${result.seconds.toFixed(1)} s   (${Object.entries(result.stages).map(([k, v]) => `${k} ${v.toFixed(1)} s`).join(", ")})`,
+    `exports written           ${(result.exportBytes / 1e9).toFixed(2)} GB (5 arms)`,
+    `ratio pipeline / DuckDB   ${ratio.toFixed(2)}x   (target <= 3x)`,
+    `peak memory (RSS)         ${result.maxRssMb.toFixed(0)} MB   (target < 2048 MB)`,
+    `under 60 s                ${result.seconds < 60 ? "yes" : "NO"}`,
+  ];
+  process.stdout.write(`${lines.join("\n")}\n`);
+}
+
+await main();

@@ -1,0 +1,28 @@
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { loadConfig } from "../src/config/load.ts";
+import { REFERENCE_JSONL, REPO } from "./helpers.ts";
+
+const dir = join(REPO, "pipelines");
+const files = readdirSync(dir).filter((f) => f.endsWith(".yaml"));
+
+describe("shipped pipeline configs", () => {
+  it("include the six research mixes and the reference one", () => {
+    for (const trait of ["evil", "hallucination", "sycophancy"]) {
+      for (const positive of ["allcaps", "citing"]) expect(files).toContain(`${trait}-${positive}.yaml`);
+    }
+    expect(files).toContain("reference-evil-allcaps.yaml");
+  });
+
+  it.each(files)("%s passes the schema (only the user-downloaded data may be missing)", async (file) => {
+    const result = await loadConfig(join(dir, file)).catch((e: unknown) => e);
+    if (result instanceof Error) {
+      // The Persona Vectors data is the user's to download; every other problem is a bug in the config.
+      expect(result.message).toMatch(/sources\.\w+\.path: file .*data\/persona_vectors\/dataset\/.* does not exist/);
+    } else if (file.startsWith("reference")) {
+      expect(existsSync(REFERENCE_JSONL)).toBe(true);
+      expect(result.sourceList[0]!.path).toBe(REFERENCE_JSONL);
+    }
+  });
+});
