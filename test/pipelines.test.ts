@@ -16,13 +16,13 @@ describe("shipped pipeline configs", () => {
   });
 
   it.each(files)("%s passes the schema (only the user-downloaded data may be missing)", async (file) => {
-    const result = await loadConfig(join(dir, file)).catch((e: unknown) => e);
+    const result: unknown = await loadConfig(join(dir, file)).catch((e: unknown) => e);
     if (result instanceof Error) {
       // The Persona Vectors data is the user's to download; every other problem is a bug in the config.
       expect(result.message).toMatch(/sources\.\w+\.path: file .*data\/persona_vectors\/dataset\/.* does not exist/);
     } else if (file.startsWith("reference")) {
       expect(existsSync(REFERENCE_JSONL)).toBe(true);
-      expect(result.sourceList[0]!.path).toBe(REFERENCE_JSONL);
+      expect((result as Awaited<ReturnType<typeof loadConfig>>).sourceList[0]!.path).toBe(REFERENCE_JSONL);
     }
   });
 });
