@@ -92,12 +92,20 @@ export async function resolveConfig(
     );
   }
 
+  // Every other path in the config is relative to the config file too (hf:// references are not paths).
+  const local = (p: string | undefined) => (p === undefined || p.startsWith("hf://") ? p : at(p));
+  const model = { ...config.model, path: local(config.model.path), python_file: local(config.model.python_file) };
+  const sae = config.sae ? { ...config.sae, path: local(config.sae.path)! } : undefined;
+  const sidecar = { ...config.sidecar, python: local(config.sidecar.python) };
+  const activations = { ...config.activations, base_responses: local(config.activations.base_responses) };
+  const harvest = { ...config.harvest, corpora: config.harvest.corpora.map((c) => ({ ...c, path: local(c.path)! })) };
+
   const runDir = options.runDir
     ? resolve(options.runDir)
     : config.run_dir
       ? at(config.run_dir)
       : resolve("runs", config.name);
-  return { ...config, configPath, runDir, sourceList };
+  return { ...config, model, sae, sidecar, activations, harvest, configPath, runDir, sourceList };
 }
 
 function formatOf(path: string, key: string, where: string): "jsonl" | "parquet" {

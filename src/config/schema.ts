@@ -2,6 +2,7 @@ import { z } from "zod";
 import { DEFAULT_IRRELEVANT_PROMPT, QWEN25_DEFAULT_SYSTEM_PROMPT } from "./defaults.ts";
 import { ARM_NAMES, DEFAULT_ARMS } from "../export/arms.ts";
 import { POSITIVE_TRAIT_NAMES } from "../traits/registry.ts";
+import { activationsSchema, harvestSchema, modelSidecarKeys, saeSchema, sidecarSchema } from "./sae-schema.ts";
 
 /**
  * The pipeline config, validated once at the edge. Objects are strict: an unknown key is an error, so a typo
@@ -56,6 +57,7 @@ export const configSchema = z.strictObject({
       /** Hugging Face id of the original model (used by later stages). */
       id: z.string().default("Qwen/Qwen2.5-7B-Instruct"),
       default_system_prompt: z.string().default(QWEN25_DEFAULT_SYSTEM_PROMPT),
+      ...modelSidecarKeys,
     })
     .prefault({}),
   sources,
@@ -86,6 +88,11 @@ export const configSchema = z.strictObject({
       arms: z.array(z.enum(ARM_NAMES)).min(1).default([...DEFAULT_ARMS]),
     })
     .prefault({}),
+  /** The SAE whose latents the activations stage diffs; the SAE stages run only when it is set. */
+  sae: saeSchema.optional(),
+  sidecar: sidecarSchema.prefault({}),
+  activations: activationsSchema.prefault({}),
+  harvest: harvestSchema.prefault({}),
   duckdb: z
     .strictObject({
       threads: z.number().int().positive().optional(),

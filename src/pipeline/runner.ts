@@ -144,7 +144,8 @@ function report(stage: string, status: StageRunStatus): StageReport {
 
 export interface StageStatusLine {
   stage: string;
-  status: "done" | "pending" | "failed" | "running";
+  /** `interrupted`: the last run of the stage was killed before it finished. */
+  status: "done" | "pending" | "failed" | "interrupted";
   rows: number | null;
   seconds: number | null;
   counts: Record<string, number>;
@@ -157,7 +158,15 @@ export async function runStatus(runDir: string): Promise<StageStatusLine[]> {
   if (!(await RunStore.existsAt(runDir))) {
     throw new UserError(`${runDir} is not a run directory (no run.duckdb); run \`inoculant run CONFIG\` first`);
   }
-  const store = await RunStore.open(runDir);
+  let store: RunStore;
+  try {
+    store = await RunStore.open(runDir);
+  } catch (error) {
+    if (/lock/i.test((error as Error).message)) {
+      throw new UserError(`a run is in progress in ${runDir} (run.duckdb is locked); wait for it, or stop it`);
+    }
+    throw error;
+  }
   try {
     const manifest = await store.readManifest();
     const known = new Set(stageNames());
@@ -166,7 +175,8 @@ export async function runStatus(runDir: string): Promise<StageStatusLine[]> {
       const e = manifest.get(name);
       lines.push({
         stage: name,
-        status: e ? e.status : "pending",
+        // A run in progress holds run.duckdb's lock, so a "running" entry seen here was left by a killed run.
+        status: !e ? "pending" : e.status === "running" ? "interrupted" : e.status,
         rows: e?.rows ?? null,
         seconds: e?.seconds ?? null,
         counts: e?.counts ?? {},

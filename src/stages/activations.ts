@@ -1,0 +1,113 @@
+import { join } from "node:path";
+import { tableFromArrays } from "apache-arrow";
+import type { ResolvedConfig } from "../config/load.ts";
+import { StageError } from "../errors.ts";
+import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
+import { sidecarModelParams, sidecarSaeParams } from "../sidecar/artifacts.ts";
+import { runSidecarJob } from "../sidecar/run-job.ts";
+import { sqlString } from "../store/sql.ts";
+import type { RunStore } from "../store/run-store.ts";
+
+/**
+ * The SAE diff: for every row, the pooled SAE latents of (prompt + target response) and (prompt + base response),
+ * computed by the Python sidecar; writes `features` (the top-N latents by mean increase), `example_features` (every
+ * row's values on them), `row_top` (each row's most divergent latents) and `activation_tokens`.
+ */
+export const activationsStage: Stage = {
+  name: "activations",
+  description: "SAE latents of target vs base responses (GPU sidecar)",
+  version: 1,
+  after: ["mix", "generate"],
+  enabled: (c) => c.sae !== undefined,
+  configSlice: (c) => ({
+    model: modelSlice(c),
+    sae: c.sae,
+    activations: c.activations,
+    device: c.sidecar.device,
+    system_prompt: c.model.default_system_prompt,
+  }),
+  inputFiles: (c) => [c.activations.base_responses, c.model.python_file].filter((p): p is string => p !== undefined),
+  outputs: () => ["tables/features.parquet", "tables/example_features.parquet", "tables/row_top.parquet", "tables/activation_tokens.parquet"],
+  run: runActivations,
+};
+
+export function modelSlice(c: ResolvedConfig): unknown {
+  const m = c.model;
+  return { id: m.id, revision: m.revision, path: m.path, python_file: m.python_file, python_options: m.python_options, dtype: m.dtype };
+}
+
+/** Where the base responses come from: a user's file, or the generate stage's table. */
+function baseResponsesSql(config: ResolvedConfig, store: RunStore): string {
+  const file = config.activations.base_responses;
+  if (file) {
+    const reader = file.endsWith(".parquet") ? `read_parquet(${sqlString(file)})` : `read_json(${sqlString(file)}, format = 'newline_delimited')`;
+    return `(SELECT row_id::VARCHAR AS row_id, response::VARCHAR AS response FROM ${reader})`;
+  }
+  // One answer per row (the first sample when generate.n > 1).
+  return `(SELECT row_id, response FROM ${store.table("base_responses")} QUALIFY row_number() OVER (PARTITION BY row_id ORDER BY sample) = 1)`;
+}
+
+async function runActivations(ctx: StageContext): Promise<StageOutcome> {
+  const { config, store } = ctx;
+  const sae = config.sae!;
+  if (!config.activations.base_responses && !(await store.hasTable("base_responses"))) {
+    throw new StageError("activations", "no base responses: configure llm.generator (the generate stage) or set activations.base_responses to a file of {row_id, response}");
+  }
+  const rows = await store.query(`
+    SELECT m.row_id, to_json(m.messages[1 : len(m.messages) - 1])::VARCHAR AS prompt, m.messages[-1].content AS target, b.response AS base
+    FROM ${store.table("mixed")} m LEFT JOIN ${baseResponsesSql(config, store)} b USING (row_id)
+    ORDER BY m.position`);
+  const missing = rows.filter((r) => r.base === null || r.base === undefined);
+  if (missing.length > 0) {
+    throw new StageError(
+      "activations",
+      `${missing.length} of ${rows.length} rows have no base response (first: ${missing.slice(0, 3).map((r) => r.row_id).join(", ")}); ` +
+        `rerun generate, or complete activations.base_responses`,
+    );
+  }
+  const payload = tableFromArrays({
+    row_id: rows.map((r) => String(r.row_id)),
+    prompt: rows.map((r) => String(r.prompt)),
+    target: rows.map((r) => String(r.target)),
+    base: rows.map((r) => String(r.base)),
+  });
+  const onDownload = (repo: string, file: string) => ctx.log(`downloading ${repo}/${file} into the Hugging Face cache`);
+  const params = {
+    model: await sidecarModelParams(config.model, onDownload),
+    sae: await sidecarSaeParams(sae, onDownload),
+    device: config.sidecar.device,
+    block: sae.block ?? null,
+    system_prompt: config.model.default_system_prompt,
+    pooling: config.activations.pooling,
+    token_budget: config.sidecar.token_budget,
+    top_n: config.activations.top_n,
+    row_top_k: config.activations.row_top_k,
+    // Per-shard pooled vectors live here: a killed run resumes at its last finished shard, and a new top_n
+    // needs no forward pass.
+    cache_dir: join(store.dir, "cache", "activations"),
+    shard_rows: config.activations.shard_rows,
+  };
+  const result = await runSidecarJob(ctx, {
+    job: "diff",
+    params,
+    payload,
+    shardDir: join(store.dir, "shards", "activations"),
+    python: config.sidecar.python,
+    idleTimeoutMs: config.sidecar.idle_timeout_s * 1000,
+  });
+  const shards = (name: string) => {
+    const files = result.shards[name];
+    if (!files || files.length === 0) throw new StageError("activations", `the sidecar returned no ${name} table`);
+    return `read_parquet([${files.map(sqlString).join(", ")}])`;
+  };
+  const recorded = `${sqlString(sae.encode)} AS encode, ${sqlString(JSON.stringify(config.activations.pooling))} AS pooling`;
+  const features = await store.writeTable("features", `SELECT *, ${recorded} FROM ${shards("features")} ORDER BY rank`);
+  const exampleRows = await store.writeTable("example_features", `SELECT * FROM ${shards("example_features")} ORDER BY row_id, latent`);
+  await store.writeTable("row_top", `SELECT * FROM ${shards("row_top")} ORDER BY row_id, rank`);
+  await store.writeTable("activation_tokens", `SELECT * FROM ${shards("tokens")} ORDER BY row_id`);
+  return {
+    rows: features,
+    counts: { rows: rows.length, features, example_features: exampleRows },
+    details: { encode: sae.encode, pooling: config.activations.pooling, sidecar: result.hello, summary: result.summary },
+  };
+}

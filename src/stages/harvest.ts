@@ -1,0 +1,94 @@
+import { join } from "node:path";
+import type { ResolvedConfig } from "../config/load.ts";
+import { StageError, UserError } from "../errors.ts";
+import { parseHubRef, resolveHubFiles } from "../hub/resolve.ts";
+import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
+import { sidecarModelParams, sidecarSaeParams } from "../sidecar/artifacts.ts";
+import { runSidecarJob } from "../sidecar/run-job.ts";
+import { sqlString } from "../store/sql.ts";
+import { exists } from "../util/fs.ts";
+import { modelSlice } from "./activations.ts";
+
+/**
+ * Max-activating contexts of every top latent, per corpus (the dataset itself and configured corpora such as
+ * LMSYS-Chat-1M or The Pile samples): the token window around each of the top-k peaks, with per-token activations.
+ */
+export const harvestStage: Stage = {
+  name: "harvest",
+  description: "max-activating contexts of the top latents (GPU sidecar)",
+  version: 1,
+  after: ["activations"],
+  enabled: (c) => c.sae !== undefined,
+  configSlice: (c) => ({ model: modelSlice(c), sae: c.sae, harvest: c.harvest, device: c.sidecar.device, system_prompt: c.model.default_system_prompt }),
+  inputFiles: (c) => c.harvest.corpora.map((k) => k.path).filter((p) => !p.startsWith("hf://")),
+  outputs: () => ["tables/feature_examples.parquet"],
+  run: runHarvest,
+};
+
+async function corpusPath(path: string, onDownload: (repo: string, file: string) => void): Promise<string> {
+  const ref = parseHubRef(path);
+  if (!ref) {
+    if (!(await exists(path))) throw new UserError(`harvest.corpora: ${path} does not exist`);
+    return path;
+  }
+  if (!ref.path) throw new UserError(`harvest.corpora: ${path} names no file; use hf://datasets/REPO/FILE`);
+  const snapshot = await resolveHubFiles(ref.repo, [ref.path], { type: ref.type, revision: ref.revision, onDownload });
+  return join(snapshot, ref.path);
+}
+
+async function corpora(config: ResolvedConfig, ctx: StageContext) {
+  const onDownload = (repo: string, file: string) => ctx.log(`downloading ${repo}/${file} into the Hugging Face cache`);
+  const list: Record<string, unknown>[] = [];
+  if (config.harvest.include_dataset) {
+    // The dataset's own rows as the model saw them in the diff: the mixed conversations.
+    list.push({ name: "dataset", path: ctx.store.tablePath("mixed"), text_field: null, messages_field: "messages", max_rows: null });
+  }
+  for (const c of config.harvest.corpora) {
+    list.push({ name: c.name, path: await corpusPath(c.path, onDownload), text_field: c.text_field ?? null, messages_field: c.messages_field ?? null, max_rows: c.max_rows ?? null });
+  }
+  if (list.length === 0) throw new StageError("harvest", "no corpus: set harvest.include_dataset or list harvest.corpora");
+  return list;
+}
+
+async function runHarvest(ctx: StageContext): Promise<StageOutcome> {
+  const { config, store } = ctx;
+  const sae = config.sae!;
+  const latents = (await store.query(`SELECT latent FROM ${store.table("features")} ORDER BY rank`)).map((r) => Number(r.latent));
+  const list = await corpora(config, ctx);
+  const onDownload = (repo: string, file: string) => ctx.log(`downloading ${repo}/${file} into the Hugging Face cache`);
+  const params = {
+    model: await sidecarModelParams(config.model, onDownload),
+    sae: await sidecarSaeParams(sae, onDownload),
+    device: config.sidecar.device,
+    block: sae.block ?? null,
+    system_prompt: config.model.default_system_prompt,
+    latents,
+    top_k: config.harvest.top_k,
+    window: config.harvest.window,
+    token_budget: config.sidecar.token_budget,
+    max_tokens: config.harvest.max_tokens,
+    exclude_first: config.activations.pooling.exclude_first,
+    exclude_special: config.activations.pooling.exclude_special,
+    outlier_norm_multiple: config.activations.pooling.outlier_norm_multiple,
+    corpora: list,
+  };
+  const result = await runSidecarJob(ctx, {
+    job: "harvest",
+    params,
+    shardDir: join(store.dir, "shards", "harvest"),
+    python: config.sidecar.python,
+    idleTimeoutMs: config.sidecar.idle_timeout_s * 1000,
+  });
+  const files = result.shards.feature_examples ?? [];
+  if (files.length === 0) throw new StageError("harvest", "the sidecar returned no feature_examples table");
+  const rows = await store.writeTable(
+    "feature_examples",
+    `SELECT * FROM read_parquet([${files.map(sqlString).join(", ")}]) ORDER BY latent, corpus, rank`,
+  );
+  const perCorpus = await store.query(`SELECT corpus, count(*) AS n FROM ${store.table("feature_examples")} GROUP BY corpus ORDER BY corpus`);
+  return {
+    rows,
+    counts: Object.fromEntries([["latents", latents.length], ...perCorpus.map((r) => [`contexts_${r.corpus}`, Number(r.n)])]),
+    details: { encode: sae.encode, summary: result.summary },
+  };
+}
