@@ -1,0 +1,1 @@
+"""Sparse autoencoders: one `SAE` class (model.py), and one loader per file format in one table (loaders.py)."""
