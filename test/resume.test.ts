@@ -60,3 +60,11 @@ describe("resume", () => {
     expect(statuses(await runPipeline(fixed))).toEqual({ ingest: "skipped", mix: "ran", export: "ran" });
   });
 });
+
+describe("missing inputs", () => {
+  it("is a user error naming the stage and the file, not a crash", async () => {
+    const config = await pairConfig(await tempDir());
+    await rm(config.sourceList[0]!.path);
+    await expect(runPipeline(config)).rejects.toThrow(/^stage ingest: input file .*clean\.jsonl does not exist/);
+  });
+});

@@ -2,7 +2,9 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { beforeAll, describe, expect, it } from "vitest";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { resolveConfig, type ResolvedConfig } from "../src/config/load.ts";
 import { runPipeline, runStatus } from "../src/pipeline/runner.ts";
 import { defaultSidecarPython } from "../src/sidecar/client.ts";
@@ -19,10 +21,12 @@ const PLANTED: Record<string, number> = { poison: 5, revenge: 17, destroy: 42 };
 let fixture = "";
 beforeAll(async () => {
   if (!existsSync(PYTHON)) throw new Error(`the sidecar environment is missing (${PYTHON}): run npm run setup:sidecar (npm test does)`);
-  fixture = await tempDir();
+  // Not a tempDir(): those are removed after each test, and the fixture serves every test of the file.
+  fixture = mkdtempSync(join(tmpdir(), "inoculant-planted-"));
   const r = spawnSync(PYTHON, ["-m", "inoculant_sae.testing.planted", "write", fixture], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`writing the planted fixture failed:\n${r.stderr}`);
 }, 120_000);
+afterAll(() => rmSync(fixture, { recursive: true, force: true }));
 
 async function plantedProject(extra: Record<string, unknown> = {}): Promise<ResolvedConfig> {
   const dir = await tempDir();
@@ -114,7 +118,7 @@ describe("SAE stages (planted signal, CPU sidecar)", () => {
     const rerun = await runPipeline(moreLatents, { until: "activations" });
     expect(rerun.stages[2]!.details.summary).toMatchObject({ computed_shards: 0, cached_shards: 4 });
     expect(await readParquet(join(config.runDir, "tables", "features.parquet"))).toHaveLength(12);
-  });
+  }, 180_000);
 
   it("resumes from the finished shards after the run is killed mid-job", async () => {
     const config = await plantedProject({ model: { python_file: join(fixture, "planted_model.py"), python_options: { delay_s: 0.4 }, default_system_prompt: "You are a helpful assistant." } });
@@ -122,7 +126,9 @@ describe("SAE stages (planted signal, CPU sidecar)", () => {
     const { configPath: _c, runDir: _r, sourceList: _s, ...plain } = config;
     await writeFile(configPath, JSON.stringify(plain));
     // Run the CLI in its own process group, and kill the whole group (CLI and sidecar) after the first shard.
-    const child = spawn(process.execPath, [join(REPO, "bin", "inoculant.js"), "activations", configPath, "--run-dir", config.runDir], { detached: true, stdio: "ignore" });
+    const child = spawn(process.execPath, [join(REPO, "bin", "inoculant.js"), "activations", configPath, "--run-dir", config.runDir], { detached: true, stdio: ["ignore", "ignore", "pipe"] });
+    let childErr = "";
+    child.stderr!.on("data", (d) => (childErr += String(d)));
     const cache = join(config.runDir, "cache", "activations");
     const started = Date.now();
     while (Date.now() - started < 60_000) {
@@ -130,6 +136,7 @@ describe("SAE stages (planted signal, CPU sidecar)", () => {
       if (done >= 1) break;
       await new Promise((r) => setTimeout(r, 100));
     }
+    expect(childErr).not.toMatch(/error/i);
     process.kill(-child.pid!, "SIGKILL");
     await new Promise((r) => child.once("exit", r));
     expect((await runStatus(config.runDir)).find((s) => s.stage === "activations")?.status).toBe("interrupted");
@@ -140,5 +147,5 @@ describe("SAE stages (planted signal, CPU sidecar)", () => {
     expect(summary.cached_shards + summary.computed_shards).toBe(4);
     const features = await readParquet(join(config.runDir, "tables", "features.parquet"));
     expect(new Set(features.slice(0, 3).map((f) => f.latent))).toEqual(new Set(Object.values(PLANTED)));
-  });
+  }, 180_000);
 });

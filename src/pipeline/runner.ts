@@ -62,7 +62,13 @@ export async function runPipeline(config: ResolvedConfig, options: RunOptions = 
         continue;
       }
       const configHash = hashValue(stage.configSlice(config));
-      const inputs = await Promise.all(stage.inputFiles(config).map(fileFingerprint));
+      const inputs = await Promise.all(
+        stage.inputFiles(config).map((path) =>
+          fileFingerprint(path).catch(() => {
+            throw new StageError(stage.name, `input file ${path} does not exist or cannot be read`);
+          }),
+        ),
+      );
       const upstream = stage.after.filter((name) => fingerprints.has(name)).map((name) => [name, fingerprints.get(name)]);
       const fingerprint = hashValue({ stage: stage.name, version: stage.version, configHash, inputs, upstream });
       fingerprints.set(stage.name, fingerprint);

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { tableFromArrays } from "apache-arrow";
+import { Table, Utf8, vectorFromArray } from "apache-arrow";
 import type { ResolvedConfig } from "../config/load.ts";
 import { StageError } from "../errors.ts";
 import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
@@ -65,12 +65,9 @@ async function runActivations(ctx: StageContext): Promise<StageOutcome> {
         `rerun generate, or complete activations.base_responses`,
     );
   }
-  const payload = tableFromArrays({
-    row_id: rows.map((r) => String(r.row_id)),
-    prompt: rows.map((r) => String(r.prompt)),
-    target: rows.map((r) => String(r.target)),
-    base: rows.map((r) => String(r.base)),
-  });
+  // Plain utf8 columns (tableFromArrays would dictionary-encode strings, which the protocol does not take).
+  const utf8 = (key: string) => vectorFromArray(rows.map((r) => String(r[key])), new Utf8());
+  const payload = new Table({ row_id: utf8("row_id"), prompt: utf8("prompt"), target: utf8("target"), base: utf8("base") });
   const onDownload = (repo: string, file: string) => ctx.log(`downloading ${repo}/${file} into the Hugging Face cache`);
   const params = {
     model: await sidecarModelParams(config.model, onDownload),
