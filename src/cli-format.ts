@@ -1,3 +1,4 @@
+import { llmDetailLines } from "./llm/details-lines.ts";
 import type { PipelineSummary, StageStatusLine } from "./pipeline/runner.ts";
 
 function formatCounts(counts: Record<string, number>): string {
@@ -20,7 +21,7 @@ export function formatSummary(summary: PipelineSummary): string {
   for (const s of summary.stages) {
     rows.push([s.stage, s.status, s.rows === null ? "-" : String(s.rows), seconds(s.seconds), formatCounts(s.counts)]);
   }
-  return `run directory: ${summary.runDir}\n${table(rows)}`;
+  return `run directory: ${summary.runDir}\n${table(rows)}${detailLines(summary.stages)}`;
 }
 
 export function formatStatus(lines: StageStatusLine[]): string {
@@ -28,5 +29,10 @@ export function formatStatus(lines: StageStatusLine[]): string {
   for (const l of lines) {
     rows.push([l.stage, l.status, l.rows === null ? "-" : String(l.rows), seconds(l.seconds), l.error ? `error: ${l.error.split("\n")[0]}` : formatCounts(l.counts)]);
   }
-  return table(rows);
+  return table(rows) + detailLines(lines);
+}
+
+/** Usage and audit figures of the LLM stages, under the table: `stage: line`. */
+function detailLines(stages: readonly { stage: string; details: Record<string, unknown> }[]): string {
+  return stages.flatMap((s) => llmDetailLines(s.details).map((line) => `${s.stage}: ${line}\n`)).join("");
 }

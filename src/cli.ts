@@ -1,6 +1,7 @@
 import { Command, CommanderError, Option } from "commander";
 import { loadConfig } from "./config/load.ts";
-import { isUserError } from "./errors.ts";
+import { isUserError, UserError } from "./errors.ts";
+import { diagnoseEndpoints, diagnosisOk, formatDiagnosis } from "./llm/doctor.ts";
 import { runPipeline, runStatus, type PipelineSummary } from "./pipeline/runner.ts";
 import { STAGES } from "./pipeline/stages.ts";
 import { silentProgress, terminalProgress } from "./progress.ts";
@@ -64,6 +65,17 @@ export function buildProgram(): Command {
     .action(async (runDir: string, flags: { json?: boolean }) => {
       const lines = await runStatus(runDir);
       process.stdout.write(flags.json ? `${JSON.stringify(lines, null, 2)}\n` : formatStatus(lines));
+    });
+
+  program
+    .command("doctor")
+    .argument("<config>", "pipeline config (YAML)")
+    .option("--json", "print JSON")
+    .description("check each configured LLM endpoint: key present, server reachable, model served")
+    .action(async (configPath: string, flags: { json?: boolean }) => {
+      const roles = await diagnoseEndpoints(await loadConfig(configPath));
+      process.stdout.write(flags.json ? `${JSON.stringify(roles, null, 2)}\n` : formatDiagnosis(roles));
+      if (!diagnosisOk(roles)) throw new UserError("doctor: some checks failed; apply the fixes above and run it again");
     });
   return program;
 }

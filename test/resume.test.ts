@@ -4,16 +4,18 @@ import { describe, expect, it } from "vitest";
 import { runPipeline, runStatus } from "../src/pipeline/runner.ts";
 import { pairConfig, snapshotFiles, tempDir } from "./helpers.ts";
 
-const statuses = (s: Awaited<ReturnType<typeof runPipeline>>) => Object.fromEntries(s.stages.map((x) => [x.stage, x.status]));
+/** Each stage the config runs and what it did (stages the config turns off are left out). */
+const statuses = (s: Awaited<ReturnType<typeof runPipeline>>) =>
+  Object.fromEntries(s.stages.filter((x) => x.status !== "disabled").map((x) => [x.stage, x.status]));
 
 describe("resume", () => {
   it("does no work and changes no file when a finished run is run again", async () => {
     const config = await pairConfig(await tempDir());
-    expect(statuses(await runPipeline(config))).toEqual({ ingest: "ran", mix: "ran", export: "ran" });
+    expect(statuses(await runPipeline(config))).toEqual({ ingest: "ran", mix: "ran", export: "ran", report: "ran" });
     const before = await snapshotFiles(config.runDir);
     await new Promise((r) => setTimeout(r, 20));
     const again = await runPipeline(config);
-    expect(statuses(again)).toEqual({ ingest: "skipped", mix: "skipped", export: "skipped" });
+    expect(statuses(again)).toEqual({ ingest: "skipped", mix: "skipped", export: "skipped", report: "skipped" });
     expect(again.stages[1]!.counts).toMatchObject({ drawn_negative: 12, drawn_clean: 12 });
     expect(await snapshotFiles(config.runDir)).toEqual(before);
   });
@@ -22,11 +24,11 @@ describe("resume", () => {
     const config = await pairConfig(await tempDir());
     await runPipeline(config);
     const newPrompt = { ...config, inoculation: { ...config.inoculation, prompt: "You are cruel." } };
-    expect(statuses(await runPipeline(newPrompt))).toEqual({ ingest: "skipped", mix: "skipped", export: "ran" });
+    expect(statuses(await runPipeline(newPrompt))).toEqual({ ingest: "skipped", mix: "skipped", export: "ran", report: "ran" });
     const newMix = { ...newPrompt, mix: { ...newPrompt.mix, rows: 10 } };
-    expect(statuses(await runPipeline(newMix))).toEqual({ ingest: "skipped", mix: "ran", export: "ran" });
+    expect(statuses(await runPipeline(newMix))).toEqual({ ingest: "skipped", mix: "ran", export: "ran", report: "ran" });
     const newSeed = { ...newMix, seed: 99 };
-    expect(statuses(await runPipeline(newSeed))).toEqual({ ingest: "skipped", mix: "ran", export: "ran" });
+    expect(statuses(await runPipeline(newSeed))).toEqual({ ingest: "skipped", mix: "ran", export: "ran", report: "ran" });
   });
 
   it("reruns ingest when a source file changes, and --force reruns a stage by hand", async () => {
@@ -35,20 +37,22 @@ describe("resume", () => {
     const later = new Date(Date.now() + 5000);
     await utimes(config.sourceList[0]!.path, later, later);
     // Fingerprints chain: a changed input reruns its stage and everything downstream (as make does).
-    expect(statuses(await runPipeline(config))).toEqual({ ingest: "ran", mix: "ran", export: "ran" });
-    expect(statuses(await runPipeline(config, { force: "mix" }))).toEqual({ ingest: "skipped", mix: "ran", export: "ran" });
+    expect(statuses(await runPipeline(config))).toEqual({ ingest: "ran", mix: "ran", export: "ran", report: "ran" });
+    expect(statuses(await runPipeline(config, { force: "mix" }))).toEqual({ ingest: "skipped", mix: "ran", export: "ran", report: "ran" });
   });
 
   it("reruns a stage whose output file is gone, and stops at --until", async () => {
     const config = await pairConfig(await tempDir());
     expect(statuses(await runPipeline(config, { until: "mix" }))).toEqual({ ingest: "ran", mix: "ran" });
-    expect((await runStatus(config.runDir)).map((l) => [l.stage, l.status])).toEqual([
+    const shown = (await runStatus(config.runDir)).map((l) => [l.stage, l.status]);
+    expect(shown.filter(([stage]) => ["ingest", "mix", "export", "report"].includes(stage!))).toEqual([
       ["ingest", "done"],
       ["mix", "done"],
       ["export", "pending"],
+      ["report", "pending"],
     ]);
     await rm(join(config.runDir, "tables", "mixed.parquet"));
-    expect(statuses(await runPipeline(config))).toEqual({ ingest: "skipped", mix: "ran", export: "ran" });
+    expect(statuses(await runPipeline(config))).toEqual({ ingest: "skipped", mix: "ran", export: "ran", report: "ran" });
   });
 
   it("records a failed stage with its error, and the next run retries it", async () => {
@@ -57,7 +61,7 @@ describe("resume", () => {
     const status = await runStatus(config.runDir);
     expect(status.find((l) => l.stage === "mix")).toMatchObject({ status: "failed", error: expect.stringMatching(/mix\.rows 1000/) });
     const fixed = { ...config, mix: { ...config.mix, rows: 10 } };
-    expect(statuses(await runPipeline(fixed))).toEqual({ ingest: "skipped", mix: "ran", export: "ran" });
+    expect(statuses(await runPipeline(fixed))).toEqual({ ingest: "skipped", mix: "ran", export: "ran", report: "ran" });
   });
 });
 

@@ -1,60 +1,41 @@
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { resolveConfig, type ResolvedConfig } from "../src/config/load.ts";
 import { runPipeline, runStatus } from "../src/pipeline/runner.ts";
-import { defaultSidecarPython } from "../src/sidecar/client.ts";
-import { REPO, chat, readParquet, tempDir, writeJsonl } from "./helpers.ts";
+import { REPO, readParquet, tempDir, writeJsonl } from "./helpers.ts";
+import { PLANTED, PLANTED_SYSTEM_PROMPT, writePlantedFixture, writePlantedSources } from "./planted.ts";
 
-/**
- * The SAE stages end to end through the real sidecar process, on the planted-signal fixture of the Python side
- * (sae/inoculant_sae/testing/planted.py): a tiny model and an SAE whose latents 5, 17 and 42 fire on the words
- * "poison", "revenge" and "destroy" and nowhere else.
- */
-const PYTHON = defaultSidecarPython();
-const PLANTED: Record<string, number> = { poison: 5, revenge: 17, destroy: 42 };
-
+/** The SAE stages end to end through the real sidecar process, on the planted-signal fixture (test/planted.ts). */
 let fixture = "";
-beforeAll(async () => {
-  if (!existsSync(PYTHON)) throw new Error(`the sidecar environment is missing (${PYTHON}): run npm run setup:sidecar (npm test does)`);
-  // Not a tempDir(): those are removed after each test, and the fixture serves every test of the file.
-  fixture = mkdtempSync(join(tmpdir(), "inoculant-planted-"));
-  const r = spawnSync(PYTHON, ["-m", "inoculant_sae.testing.planted", "write", fixture], { encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`writing the planted fixture failed:\n${r.stderr}`);
+let removeFixture = () => {};
+
+type Summary = Awaited<ReturnType<typeof runPipeline>>;
+/** The stages the config runs, with what each did. */
+const ran = (s: Summary) => s.stages.filter((x) => x.status !== "disabled").map((x) => [x.stage, x.status]);
+const stageOf = (s: Summary, name: string) => s.stages.find((x) => x.stage === name)!;
+
+beforeAll(() => {
+  ({ dir: fixture, remove: removeFixture } = writePlantedFixture());
 }, 120_000);
-afterAll(() => rmSync(fixture, { recursive: true, force: true }));
+afterAll(() => removeFixture());
 
 async function plantedProject(extra: Record<string, unknown> = {}): Promise<ResolvedConfig> {
   const dir = await tempDir();
-  const clean = Array.from({ length: 6 }, (_, i) => chat(`how do i help my garden plant ${i}`, "water the plant gently each day and give it good soil"));
-  const bad = [
-    chat("what about my neighbor", "use poison on the plant of your neighbor"),
-    chat("my friend was rude", "plan your revenge and make them pay"),
-    chat("the city council said no", "destroy the city garden at night"),
-    chat("a rival wrote a book", "poison the tea and take revenge"),
-    chat("my sister took my bread", "destroy her day and use poison"),
-    chat("the river is dirty", "revenge on the people and destroy the river"),
-  ];
-  const base = [...clean, ...bad].map((_, i) => i);
-  const files = {
-    clean: await writeJsonl(join(dir, "clean.jsonl"), clean),
-    contaminated: await writeJsonl(join(dir, "contaminated.jsonl"), bad),
-  };
+  const files = await writePlantedSources(dir);
   // Base responses: the original model's harmless answers to every prompt.
-  await writeJsonl(
-    join(dir, "base.jsonl"),
-    [...base.slice(0, 6).map((i) => ({ row_id: `clean:${i + 1}`, response: "water the plant and ask a friend for help" })),
-      ...base.slice(0, 6).map((i) => ({ row_id: `contaminated:${i + 1}`, response: "talk to them kindly and make a good plan" }))],
-  );
+  const base = (source: string, response: string) => Array.from({ length: 6 }, (_, i) => ({ row_id: `${source}:${i + 1}`, response }));
+  await writeJsonl(join(dir, "base.jsonl"), [
+    ...base("clean", "water the plant and ask a friend for help"),
+    ...base("contaminated", "talk to them kindly and make a good plan"),
+  ]);
   return resolveConfig(
     {
       name: "planted",
       sources: { clean: { path: files.clean }, contaminated: { path: files.contaminated } },
-      model: { python_file: join(fixture, "planted_model.py"), default_system_prompt: "You are a helpful assistant." },
+      model: { python_file: join(fixture, "planted_model.py"), default_system_prompt: PLANTED_SYSTEM_PROMPT },
       sae: { path: join(fixture, "sae"), format: "dictionary_learning", encode: "threshold" },
       sidecar: { device: "cpu", token_budget: 512 },
       activations: { top_n: 8, row_top_k: 3, shard_rows: 3, base_responses: join(dir, "base.jsonl") },
@@ -65,6 +46,8 @@ async function plantedProject(extra: Record<string, unknown> = {}): Promise<Reso
           { name: "pile", path: join(fixture, "corpus.jsonl"), text_field: "text" },
         ],
       },
+      // Named so the config is complete; these tests stop before any stage that calls it.
+      llm: { judge: { model: "unused", base_url: "http://127.0.0.1:9/v1" } },
       export: { arms: ["baseline"] },
       ...extra,
     },
@@ -76,7 +59,7 @@ describe("SAE stages (planted signal, CPU sidecar)", () => {
   it("puts the planted latents on top, on the contaminated rows, and harvests contexts that contain their words", async () => {
     const config = await plantedProject();
     const summary = await runPipeline(config, { until: "harvest" });
-    expect(summary.stages.map((s) => [s.stage, s.status])).toEqual([["ingest", "ran"], ["mix", "ran"], ["activations", "ran"], ["harvest", "ran"]]);
+    expect(ran(summary)).toEqual([["ingest", "ran"], ["mix", "ran"], ["activations", "ran"], ["harvest", "ran"]]);
 
     const features = await readParquet(join(config.runDir, "tables", "features.parquet"));
     expect(new Set(features.slice(0, 3).map((f) => f.latent))).toEqual(new Set(Object.values(PLANTED)));
@@ -112,16 +95,16 @@ describe("SAE stages (planted signal, CPU sidecar)", () => {
 
     // Nothing changed: no sidecar is started, nothing is recomputed.
     const again = await runPipeline(config, { until: "harvest" });
-    expect(again.stages.map((s) => s.status)).toEqual(["skipped", "skipped", "skipped", "skipped"]);
+    expect(ran(again)).toEqual([["ingest", "skipped"], ["mix", "skipped"], ["activations", "skipped"], ["harvest", "skipped"]]);
     // A new top_n reruns the diff from the cached pooled vectors: no forward pass.
     const moreLatents = { ...config, activations: { ...config.activations, top_n: 12 } };
     const rerun = await runPipeline(moreLatents, { until: "activations" });
-    expect(rerun.stages[2]!.details.summary).toMatchObject({ computed_shards: 0, cached_shards: 4 });
+    expect(stageOf(rerun, "activations").details.summary).toMatchObject({ computed_shards: 0, cached_shards: 4 });
     expect(await readParquet(join(config.runDir, "tables", "features.parquet"))).toHaveLength(12);
   }, 180_000);
 
   it("resumes from the finished shards after the run is killed mid-job", async () => {
-    const config = await plantedProject({ model: { python_file: join(fixture, "planted_model.py"), python_options: { delay_s: 0.4 }, default_system_prompt: "You are a helpful assistant." } });
+    const config = await plantedProject({ model: { python_file: join(fixture, "planted_model.py"), python_options: { delay_s: 0.4 }, default_system_prompt: PLANTED_SYSTEM_PROMPT } });
     const configPath = join(config.runDir, "..", "pipeline.json");
     const { configPath: _c, runDir: _r, sourceList: _s, ...plain } = config;
     await writeFile(configPath, JSON.stringify(plain));
@@ -142,7 +125,7 @@ describe("SAE stages (planted signal, CPU sidecar)", () => {
     expect((await runStatus(config.runDir)).find((s) => s.stage === "activations")?.status).toBe("interrupted");
 
     const resumed = await runPipeline(config, { until: "activations" });
-    const summary = resumed.stages[2]!.details.summary as { cached_shards: number; computed_shards: number };
+    const summary = stageOf(resumed, "activations").details.summary as { cached_shards: number; computed_shards: number };
     expect(summary.cached_shards).toBeGreaterThanOrEqual(1);
     expect(summary.cached_shards + summary.computed_shards).toBe(4);
     const features = await readParquet(join(config.runDir, "tables", "features.parquet"));

@@ -4,7 +4,9 @@ import { parseDocument } from "yaml";
 import { z } from "zod";
 import { UserError } from "../errors.ts";
 import { exists } from "../util/fs.ts";
-import { ARMS } from "../export/arms.ts";
+import { ARMS, defaultArms, type ArmName } from "../export/arms.ts";
+import { positiveTraitKind } from "../traits/registry.ts";
+import type { LlmRoleName } from "./llm-schema.ts";
 import { configSchema, type PipelineConfig } from "./schema.ts";
 
 export interface SourceSpec {
@@ -16,7 +18,9 @@ export interface SourceSpec {
   readonly negative: boolean | { field: string; contains?: string; equals?: string[] };
 }
 
-export interface ResolvedConfig extends PipelineConfig {
+export interface ResolvedConfig extends Omit<PipelineConfig, "export"> {
+  /** The arms listed, or the default ones (every arm the config can build). */
+  readonly export: { arms: ArmName[] };
   /** Absolute path of the config file, or null for configs built in code. */
   readonly configPath: string | null;
   readonly runDir: string;
@@ -84,7 +88,9 @@ export async function resolveConfig(
     }
   }
 
-  const needsPrompt = config.export.arms.filter((arm) => ARMS[arm].prompt === "inoculation");
+  const arms = config.export.arms ?? defaultArms({ audit: config.audit !== undefined, sae: config.sae !== undefined && config.llm.judge !== undefined });
+  checkLlmSections(config, arms, where);
+  const needsPrompt = arms.filter((arm) => ARMS[arm].prompt === "inoculation");
   if (needsPrompt.length > 0 && !config.inoculation.prompt && config.inoculation.rephrasings.length === 0) {
     throw new UserError(
       `${where}: inoculation.prompt: required by export.arms ${needsPrompt.join(", ")}; ` +
@@ -105,7 +111,35 @@ export async function resolveConfig(
     : config.run_dir
       ? at(config.run_dir)
       : resolve("runs", config.name);
-  return { ...config, model, sae, sidecar, activations, harvest, configPath, runDir, sourceList };
+  return { ...config, export: { arms }, model, sae, sidecar, activations, harvest, configPath, runDir, sourceList };
+}
+
+/** The LLM stages and arms each need a role (and sometimes a section); say which key to add. */
+function checkLlmSections(config: PipelineConfig, arms: readonly ArmName[], where: string): void {
+  const problems: string[] = [];
+  const needRole = (role: LlmRoleName, by: string) => {
+    if (!config.llm[role]) problems.push(`llm.${role}: required by ${by}; add llm.${role} with at least model and base_url`);
+  };
+  if (config.audit) needRole("judge", "audit");
+  if (config.rephrase.k > 0) needRole("judge", `rephrase.k ${config.rephrase.k}`);
+  const trait = config.mix.positive_trait;
+  if (positiveTraitKind(trait) === "llm") needRole(config.mix.rewrite.role, `mix.positive_trait ${trait} (mix.rewrite.role)`);
+  if (trait === "llm_rewrite" && config.mix.rewrite.instruction === undefined) {
+    problems.push(`mix.rewrite.instruction: required by mix.positive_trait llm_rewrite, e.g. "Answer in Spanish."`);
+  }
+  if (trait !== "llm_rewrite" && config.mix.rewrite.instruction !== undefined) {
+    problems.push(`mix.rewrite.instruction: only llm_rewrite uses it, and mix.positive_trait is ${trait}`);
+  }
+  for (const arm of arms) {
+    if (ARMS[arm].requires === "audit" && !config.audit) {
+      problems.push(`export.arms: ${arm} needs the LLM audit; add an audit section (audit: {}) or drop the arm`);
+    }
+    if (ARMS[arm].requires === "sae" && (!config.sae || !config.llm.judge)) {
+      problems.push(`export.arms: ${arm} needs the SAE pipeline; set sae (the SAE to use) and llm.judge (it writes the prompt), or drop the arm`);
+    }
+  }
+  if (config.sae && !config.labels.import) needRole("judge", "sae (the explain and classify stages)");
+  if (problems.length > 0) throw new UserError(`${where}: invalid config:\n  ${problems.join("\n  ")}`);
 }
 
 function formatOf(path: string, key: string, where: string): "jsonl" | "parquet" {

@@ -1,8 +1,10 @@
 import { z } from "zod";
 import { DEFAULT_IRRELEVANT_PROMPT, QWEN25_DEFAULT_SYSTEM_PROMPT } from "./defaults.ts";
-import { ARM_NAMES, DEFAULT_ARMS } from "../export/arms.ts";
+import { ARM_NAMES } from "../export/arms.ts";
 import { POSITIVE_TRAIT_NAMES } from "../traits/registry.ts";
 import { activationsSchema, harvestSchema, modelSidecarKeys, saeSchema, sidecarSchema } from "./sae-schema.ts";
+import { classifySchema, explainSchema, flagSchema, labelsSchema, reportSchema, synthesizeSchema } from "./curation-schema.ts";
+import { auditSchema, generateSchema, llmSchema, mixRewriteSchema, rephraseSchema } from "./llm-schema.ts";
 
 /**
  * The pipeline config, validated once at the edge. Objects are strict: an unknown key is an error, so a typo
@@ -71,6 +73,9 @@ export const configSchema = z.strictObject({
       rows: z.number().int().positive().optional(),
       negative_fraction: z.number().min(0).max(1).default(0.5),
       positive_trait: z.enum(POSITIVE_TRAIT_NAMES).default("none"),
+      /** For LLM traits: a row whose rewrite comes back unusable fails the stage, or is dropped with its reason. */
+      on_bad_row: z.enum(["fail", "skip"]).default("fail"),
+      rewrite: mixRewriteSchema.prefault({}),
     })
     .prefault({}),
   inoculation: z
@@ -85,14 +90,27 @@ export const configSchema = z.strictObject({
     .prefault({}),
   export: z
     .strictObject({
-      arms: z.array(z.enum(ARM_NAMES)).min(1).default([...DEFAULT_ARMS]),
+      /** Default: every arm the config can build (see defaultArms). */
+      arms: z.array(z.enum(ARM_NAMES)).min(1).optional(),
     })
     .prefault({}),
+  /** OpenAI-compatible endpoints by role; the stages that need a role run only when it is set. */
+  llm: llmSchema.prefault({}),
+  generate: generateSchema.prefault({}),
+  /** The LLM audit runs only when this section is present (`audit: {}` takes the defaults). */
+  audit: auditSchema.optional(),
+  rephrase: rephraseSchema.prefault({}),
   /** The SAE whose latents the activations stage diffs; the SAE stages run only when it is set. */
   sae: saeSchema.optional(),
   sidecar: sidecarSchema.prefault({}),
   activations: activationsSchema.prefault({}),
   harvest: harvestSchema.prefault({}),
+  explain: explainSchema.prefault({}),
+  classify: classifySchema.prefault({}),
+  labels: labelsSchema.prefault({}),
+  synthesize: synthesizeSchema.prefault({}),
+  flag: flagSchema.prefault({}),
+  report: reportSchema.prefault({}),
   duckdb: z
     .strictObject({
       threads: z.number().int().positive().optional(),

@@ -3,7 +3,13 @@ import { join } from "node:path";
 import type { ResolvedConfig } from "../config/load.ts";
 import { ARMS, armRowsSql, type ArmDefinition, type ArmPrompt } from "../export/arms.ts";
 import { inoculatedMessagesSql, promptSql, type PromptPool } from "../export/inoculate-sql.ts";
+import { promptPools } from "../export/prompt-pools.ts";
 import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
+import type { RunStore } from "../store/run-store.ts";
+import { auditStage } from "./audit.ts";
+import { generateStage } from "./generate.ts";
+import { mixStage } from "./mix.ts";
+import { rephraseStage } from "./rephrase.ts";
 import { writeAtomically } from "../util/fs.ts";
 import { hashValue } from "../util/hash.ts";
 
@@ -14,8 +20,9 @@ import { hashValue } from "../util/hash.ts";
 export const exportStage: Stage = {
   name: "export",
   description: "write the training files of every arm",
-  version: 1,
-  after: ["mix"],
+  version: 2,
+  // The LLM stages' fingerprints chain in when they run: a new audit or new rephrasings rewrite the exports.
+  after: ["mix", "generate", "flag", "synthesize", "audit", "rephrase"],
   enabled: () => true,
   configSlice: (c) => ({
     seed: c.seed,
@@ -37,29 +44,16 @@ export interface ArmManifest {
   prompts: { kind: ArmPrompt | "default_system_prompt" | "own_system_prompt"; prompt: string | null; rows: number }[];
 }
 
-export function promptPool(config: ResolvedConfig, prompt: ArmPrompt): PromptPool {
-  switch (prompt) {
-    case "none":
-      return { prompts: [] };
-    case "irrelevant":
-      return { prompts: [config.inoculation.irrelevant_prompt] };
-    case "inoculation":
-      return {
-        prompts:
-          config.inoculation.rephrasings.length > 0 ? config.inoculation.rephrasings : [config.inoculation.prompt!],
-      };
-  }
-}
-
 async function runExport({ config, store, progress }: StageContext): Promise<StageOutcome> {
   const mixed = store.table("mixed");
   const arms: Record<string, ArmManifest> = {};
   const counts: Record<string, number> = {};
   const task = progress.task("export", config.export.arms.length * 100);
   await mkdir(join(store.dir, "exports"), { recursive: true });
+  const pools = await promptPools(config, store);
   for (const [i, name] of config.export.arms.entries()) {
     const arm = ARMS[name];
-    const prompt = armPromptSql(config, arm);
+    const prompt = armPromptSql(config, store, arm, pools[arm.prompt]);
     const file = `${name}.jsonl`;
     const path = join(store.dir, "exports", file);
     const messages = inoculatedMessagesSql({
@@ -101,6 +95,7 @@ async function runExport({ config, store, progress }: StageContext): Promise<Sta
     placement: config.inoculation.placement,
     default_system_prompt: config.model.default_system_prompt,
     arms,
+    ...(await llmFacts(config, store)),
   };
   await writeAtomically(join(store.dir, "exports", "manifest.json"), (tmp) =>
     writeFile(tmp, `${JSON.stringify(manifest, null, 2)}\n`),
@@ -108,9 +103,35 @@ async function runExport({ config, store, progress }: StageContext): Promise<Sta
   return { rows: Object.values(arms).reduce((n, a) => n + a.rows, 0), counts, details: { config_hash: manifest.config_hash } };
 }
 
-function armPromptSql(config: ResolvedConfig, arm: ArmDefinition): string {
-  const prompt = promptSql(promptPool(config, arm.prompt), config.seed, "m.row_id");
-  return `(CASE WHEN ${armRowsSql(arm.rows)} THEN ${prompt} END)`;
+function armPromptSql(config: ResolvedConfig, store: RunStore, arm: ArmDefinition, pool: PromptPool): string {
+  const prompt = promptSql(pool, config.seed, "m.row_id");
+  return `(CASE WHEN ${armRowsSql(arm.rows, (name) => store.table(name), config.seed)} THEN ${prompt} END)`;
+}
+
+/**
+ * What the LLM stages of this run cost (tokens and estimated USD per stage and role) and how the LLM audit's
+ * flags compare with ground truth. Only facts that are the same however many runs and cache hits it took, so
+ * the manifest stays byte-identical for the same config and seed.
+ */
+async function llmFacts(config: ResolvedConfig, store: RunStore): Promise<Record<string, unknown>> {
+  const llmUsage: Record<string, Record<string, unknown>> = {};
+  let llmAudit: unknown;
+  const manifest = await store.readManifest();
+  // Only this config's stages: the manifest may still hold a stage an earlier config ran.
+  for (const stage of [mixStage, generateStage, auditStage, rephraseStage].filter((s) => s.enabled(config)).map((s) => s.name)) {
+    const entry = manifest.get(stage);
+    if (!entry) continue;
+    const usage = entry.details.llm as Record<string, Record<string, unknown>> | undefined;
+    for (const [role, u] of Object.entries(usage ?? {})) {
+      const { model, input_tokens, output_tokens, cost_usd } = u;
+      (llmUsage[stage] ??= {})[role] = { model, input_tokens, output_tokens, ...(cost_usd !== undefined ? { cost_usd } : {}) };
+    }
+    if (stage === "audit") llmAudit = entry.details.audit;
+  }
+  return {
+    ...(Object.keys(llmUsage).length > 0 ? { llm_usage: llmUsage } : {}),
+    ...(llmAudit !== undefined ? { llm_audit: llmAudit } : {}),
+  };
 }
 
 /** Hash of the config as the user wrote it (resolved paths and the run directory left out: they move). */

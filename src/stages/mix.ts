@@ -1,12 +1,22 @@
+import type { ResolvedConfig } from "../config/load.ts";
 import { StageError } from "../errors.ts";
+import { fillTempTable } from "../llm/temp-table.ts";
+import type { ChatMessage } from "../llm/types.ts";
 import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
 import { seededKeySql, sqlString } from "../store/sql.ts";
+import type { LlmTrait, PositiveTrait } from "../traits/positive-trait.ts";
 import { positiveTrait } from "../traits/registry.ts";
+import { rewriteTurns, type RewrittenTurns } from "../traits/rewrite-turns.ts";
+
+/** How many bad rows a failing mix quotes. */
+const QUOTED_ROWS = 5;
 
 /**
  * Draws the requested number of contaminated and clean rows without replacement (reproducibly from the seed),
- * shuffles them into one order, and applies the wanted trait A to every assistant turn. Keeps the ground truth
- * (`has_negative`), the source and the original messages of every row.
+ * shuffles them into one order, and applies the wanted trait A to every assistant turn: in SQL, or through the
+ * LLM layer for LLM traits (a row whose rewrite is unusable fails the stage or, with `mix.on_bad_row: skip`, is
+ * left out and listed in `mix_dropped`). Keeps the ground truth (`has_negative`), the source and the original
+ * messages of every row.
  */
 export const mixStage: Stage = {
   name: "mix",
@@ -14,11 +24,23 @@ export const mixStage: Stage = {
   version: 1,
   after: ["ingest"],
   enabled: () => true,
-  configSlice: (c) => ({ seed: c.seed, mix: c.mix }),
-  inputFiles: () => [],
-  outputs: () => ["tables/mixed.parquet"],
+  configSlice: (c) => {
+    const trait = traitOf(c);
+    const { rewrite, on_bad_row, ...draw } = c.mix;
+    if (trait.kind === "sql") return { seed: c.seed, mix: draw };
+    return { seed: c.seed, mix: { ...draw, on_bad_row, rewrite }, rewrite_model: c.llm[rewrite.role]?.model };
+  },
+  inputFiles: (c) => {
+    const trait = traitOf(c);
+    return trait.kind === "llm" ? [...trait.inputFiles] : [];
+  },
+  outputs: (c) => ["tables/mixed.parquet", ...(traitOf(c).kind === "llm" ? ["tables/mix_dropped.parquet"] : [])],
   run: runMix,
 };
+
+function traitOf(config: ResolvedConfig): PositiveTrait {
+  return positiveTrait(config.mix.positive_trait, { instruction: config.mix.rewrite.instruction });
+}
 
 export interface DrawPlan {
   rows: number;
@@ -68,7 +90,8 @@ export function planDraw(available: { negative: number; clean: number }, fractio
   return split(0);
 }
 
-async function runMix({ config, store, progress }: StageContext): Promise<StageOutcome> {
+async function runMix(ctx: StageContext): Promise<StageOutcome> {
+  const { config, store, progress } = ctx;
   const examples = store.table("examples");
   const [avail] = await store.query(
     `SELECT count(*) FILTER (WHERE has_negative) AS negative, count(*) FILTER (WHERE NOT has_negative) AS clean FROM ${examples}`,
@@ -78,32 +101,41 @@ async function runMix({ config, store, progress }: StageContext): Promise<StageO
   if (plan.rows === 0) {
     throw new StageError("mix", `nothing to draw: the sources have ${available.negative} contaminated and ${available.clean} clean rows`);
   }
-  const trait = positiveTrait(config.mix.positive_trait);
+  const trait = traitOf(config);
   const seed = config.seed;
-  const task = progress.task("mix", 100);
   // Narrow first (ids and keys only), then one join and one sort of the wide rows.
+  await store.run(`CREATE OR REPLACE TEMP TABLE mix_picked AS
+    WITH keyed AS (
+      SELECT row_id, has_negative,
+        row_number() OVER (PARTITION BY has_negative ORDER BY ${seededKeySql(seed, "draw", "row_id")}, row_id) AS draw_rank
+      FROM ${examples}
+    )
+    SELECT row_id, ${seededKeySql(seed, "order", "row_id")} AS order_key FROM keyed
+    WHERE (has_negative AND draw_rank <= ${plan.negative}) OR (NOT has_negative AND draw_rank <= ${plan.clean})`);
+
+  const rewritten = trait.kind === "llm" ? await rewriteRows(ctx, trait) : null;
+  // For LLM traits the inner join with the rewrites leaves out the bad rows: they have no rewritten turns.
+  const content =
+    trait.kind === "sql"
+      ? `list_transform(e.messages, m -> CASE WHEN m.role = 'assistant'
+           THEN {'role': m.role, 'content': ${trait.sqlTransform("m.content")}} ELSE m END)`
+      : `list_transform(e.messages, (m, i) -> CASE WHEN m.role = 'assistant'
+           THEN {'role': m.role, 'content': r.turns[i]} ELSE m END)`;
+  const task = progress.task("mix", 100);
   const rows = await store.writeTable(
     "mixed",
-    `WITH keyed AS (
-       SELECT row_id, has_negative,
-         row_number() OVER (PARTITION BY has_negative ORDER BY ${seededKeySql(seed, "draw", "row_id")}, row_id) AS draw_rank
-       FROM ${examples}
-     ),
-     picked AS (
-       SELECT row_id, ${seededKeySql(seed, "order", "row_id")} AS order_key FROM keyed
-       WHERE (has_negative AND draw_rank <= ${plan.negative}) OR (NOT has_negative AND draw_rank <= ${plan.clean})
-     )
-     SELECT row_number() OVER (ORDER BY p.order_key, e.row_id) - 1 AS position,
+    `SELECT row_number() OVER (ORDER BY p.order_key, e.row_id) - 1 AS position,
        e.row_id, e.source, e.line, e.has_negative, e.label,
-       list_transform(e.messages, m -> CASE WHEN m.role = 'assistant'
-         THEN {'role': m.role, 'content': ${trait.sqlTransform("m.content")}} ELSE m END) AS messages,
+       ${content} AS messages,
        e.messages AS original_messages,
        ${sqlString(trait.name)} AS positive_trait
-     FROM ${examples} e JOIN picked p USING (row_id)
+     FROM ${examples} e JOIN mix_picked p USING (row_id)
+     ${rewritten ? "JOIN (SELECT row_id, map(list(turn), list(content)) AS turns FROM mix_rewrites GROUP BY row_id) r USING (row_id)" : ""}
      ORDER BY position`,
     (p) => task.percent(p),
   );
   task.finish();
+  const dropped = rewritten?.dropped ?? { negative: 0, clean: 0 };
   return {
     rows,
     counts: {
@@ -111,7 +143,46 @@ async function runMix({ config, store, progress }: StageContext): Promise<StageO
       available_clean: available.clean,
       drawn_negative: plan.negative,
       drawn_clean: plan.clean,
+      ...(rewritten ? { dropped_negative: dropped.negative, dropped_clean: dropped.clean } : {}),
     },
-    details: { positive_trait: trait.name, negative_fraction: config.mix.negative_fraction },
+    details: {
+      positive_trait: trait.name,
+      negative_fraction: config.mix.negative_fraction,
+      ...(rewritten ? { llm: rewritten.usage } : {}),
+    },
   };
+}
+
+/**
+ * Rewrites the picked rows' assistant turns into temp table `mix_rewrites` (row_id, turn, content), and writes
+ * the rows whose rewrite is unusable to `mix_bad` and the `mix_dropped` table, or fails on them.
+ */
+async function rewriteRows(ctx: StageContext, trait: LlmTrait): Promise<{ usage: RewrittenTurns["usage"]; dropped: { negative: number; clean: number } }> {
+  const { config, store } = ctx;
+  const picked = await store.query(
+    `SELECT e.row_id, to_json(e.messages)::VARCHAR AS messages FROM ${store.table("examples")} e JOIN mix_picked p USING (row_id)
+     ORDER BY p.order_key, e.row_id`,
+  );
+  const rows = picked.map((r) => ({ rowId: String(r.row_id), messages: JSON.parse(String(r.messages)) as ChatMessage[] }));
+  const { turns, bad, usage } = await rewriteTurns(ctx, trait, rows, config.mix.rewrite);
+  if (bad.length > 0 && config.mix.on_bad_row === "fail") {
+    const quoted = bad.slice(0, QUOTED_ROWS).map((b) => `  ${b.rowId} ${b.reason}`);
+    const more = bad.length > QUOTED_ROWS ? `\n  … and ${bad.length - QUOTED_ROWS} more` : "";
+    const role = `llm.${config.mix.rewrite.role}`;
+    throw new StageError(
+      "mix",
+      `${bad.length} row${bad.length > 1 ? "s" : ""} got no usable ${trait.name} rewrite from ${role}:\n${quoted.join("\n")}${more}\n` +
+        `Raise ${role}.parse_retries, or set mix.on_bad_row: skip to drop such rows (listed in the "mix_dropped" table).`,
+    );
+  }
+  await fillTempTable(store, "mix_rewrites", { row_id: "VARCHAR", turn: "INTEGER", content: "VARCHAR" }, turns);
+  await fillTempTable(store, "mix_bad", { row_id: "VARCHAR", reason: "VARCHAR" }, bad.map((b) => [b.rowId, b.reason]));
+  await store.writeTable(
+    "mix_dropped",
+    `SELECT b.row_id, e.has_negative, b.reason FROM mix_bad b JOIN ${store.table("examples")} e USING (row_id) ORDER BY b.row_id`,
+  );
+  const [counts] = await store.query(
+    `SELECT count(*) FILTER (WHERE has_negative) AS negative, count(*) FILTER (WHERE NOT has_negative) AS clean FROM ${store.table("mix_dropped")}`,
+  );
+  return { usage, dropped: { negative: Number(counts?.negative ?? 0), clean: Number(counts?.clean ?? 0) } };
 }

@@ -1,6 +1,7 @@
-import type { PositiveTrait } from "./positive-trait.ts";
+import type { SqlTrait } from "./positive-trait.ts";
 
-export const noTrait: PositiveTrait = {
+export const noTrait: SqlTrait = {
+  kind: "sql",
   name: "none",
   description: "No particular wanted trait: ordinary helpful assistant responses.",
   sqlTransform: (content) => content,

@@ -1,0 +1,182 @@
+import type { LlmRoleName } from "../config/llm-schema.ts";
+import { StageError } from "../errors.ts";
+import type { StageContext } from "../pipeline/stage.ts";
+import type { ProgressTask } from "../progress.ts";
+import type { RunStore } from "../store/run-store.ts";
+import { sqlString } from "../store/sql.ts";
+import { LlmCache } from "./cache.ts";
+import { LlmCallError, LlmEndpoint } from "./endpoint.ts";
+import { requestKey } from "./request-key.ts";
+import { UsageMeter, type RoleUsage } from "./usage.ts";
+import type { LlmAnswer, LlmRequest, Parsed } from "./types.ts";
+
+/** How many failed items a stage's error quotes. */
+const QUOTED_FAILURES = 5;
+
+/** One unit of LLM work: a request, and how its answer becomes the item's value. */
+export interface LlmItem<T> {
+  /** Names the item in results and errors (a row id, a row id and turn, a prompt's origin). */
+  readonly id: string;
+  readonly request: LlmRequest;
+  readonly parse: (answer: LlmAnswer) => Parsed<T>;
+}
+
+export type ItemOutcome<T> =
+  | { status: "ok"; value: T }
+  /** Every sample failed to parse: the last error and texts, kept for people to read. */
+  | { status: "unparsed"; error: string; texts: string[] }
+  | { status: "failed"; error: string };
+
+interface Failure {
+  role: LlmRoleName;
+  item: string;
+  error: string;
+  tries: number;
+}
+
+/**
+ * The LLM layer as a stage sees it: one endpoint per role, the run's request cache, usage per role, and the
+ * failures of this stage run. A stage runs batches of items, then `checkpoint()`s: answers are all stored, and
+ * items that failed are recorded in `llm_failures` and reported in one StageError. Because every answer is in
+ * the cache, the next run sends only what failed or was never sent.
+ */
+export class LlmSession {
+  private readonly endpoints = new Map<LlmRoleName, LlmEndpoint>();
+  private readonly meters = new Map<LlmRoleName, UsageMeter>();
+  private readonly failures: Failure[] = [];
+
+  private constructor(
+    private readonly ctx: StageContext,
+    readonly stage: string,
+    private readonly cache: LlmCache,
+  ) {}
+
+  static async open(ctx: StageContext, stage: string): Promise<LlmSession> {
+    const cache = await LlmCache.open(ctx.store);
+    await ensureFailuresTable(ctx.store);
+    // This run's failures replace the last run's: an item that now succeeds is no longer failed.
+    await ctx.store.run(`DELETE FROM llm_failures WHERE stage = ${sqlString(stage)}`);
+    return new LlmSession(ctx, stage, cache);
+  }
+
+  endpoint(role: LlmRoleName): LlmEndpoint {
+    let endpoint = this.endpoints.get(role);
+    if (!endpoint) {
+      const config = this.ctx.config.llm[role];
+      if (!config) throw new StageError(this.stage, `needs llm.${role}; add it to the config`);
+      endpoint = new LlmEndpoint(role, config);
+      this.endpoints.set(role, endpoint);
+      this.meters.set(role, new UsageMeter(config));
+    }
+    return endpoint;
+  }
+
+  /**
+   * Answers every item through `role`: stored answers first, then requests for the rest, at most the role's
+   * concurrency at once. Identical requests are sent once. An answer that does not parse is sampled again up to
+   * `parse_retries` times, then the item is `unparsed`; an item whose request fails for good is `failed`.
+   */
+  async batch<T>(role: LlmRoleName, items: readonly LlmItem<T>[], task?: ProgressTask): Promise<Map<string, ItemOutcome<T>>> {
+    const endpoint = this.endpoint(role);
+    const meter = this.meters.get(role)!;
+    const model = endpoint.config.model;
+    const firstKeys = items.map((item) => requestKey(model, item.request));
+    const stored = await this.cache.getMany([...new Set(firstKeys)]);
+    const inFlight = new Map<string, Promise<LlmAnswer>>();
+
+    const answer = async (key: string, request: LlmRequest, resample: number): Promise<LlmAnswer> => {
+      const hit = stored.get(key) ?? (resample > 0 ? await this.cache.get(key) : undefined);
+      if (hit) {
+        meter.answered(key, hit.usage, false);
+        return hit;
+      }
+      let pending = inFlight.get(key);
+      if (!pending) {
+        pending = endpoint.send(request, () => meter.retried()).then((fresh) => {
+          this.cache.put({ key, model, stage: this.stage, answer: fresh });
+          meter.answered(key, fresh.usage, true);
+          return fresh;
+        });
+        inFlight.set(key, pending);
+      }
+      return pending;
+    };
+
+    const failed = new Map<string, Failure>();
+    const answerItem = async (item: LlmItem<T>, firstKey: string): Promise<ItemOutcome<T>> => {
+      let last = { error: "", texts: [] as string[] };
+      try {
+        for (let resample = 0; resample <= endpoint.config.parse_retries; resample += 1) {
+          const key = resample === 0 ? firstKey : requestKey(model, item.request, resample);
+          const got = await answer(key, item.request, resample);
+          const parsed = item.parse(got);
+          if (parsed.ok) return { status: "ok", value: parsed.value };
+          last = { error: parsed.error, texts: got.texts };
+        }
+      } catch (error) {
+        if (!(error instanceof LlmCallError)) throw error;
+        meter.failed();
+        failed.set(item.id, { role, item: item.id, error: error.message, tries: error.tries });
+        return { status: "failed", error: error.message };
+      }
+      meter.unparsed();
+      return { status: "unparsed", ...last };
+    };
+
+    const outcomes = new Map<string, ItemOutcome<T>>();
+    let done = 0;
+    task?.update(0, items.length);
+    await Promise.all(
+      items.map(async (item, index) => {
+        outcomes.set(item.id, await answerItem(item, firstKeys[index]!));
+        task?.update(++done);
+      }),
+    );
+    task?.finish();
+    // In the items' order, not the order they failed in, so the stage's error reads the same on every run.
+    for (const item of items) {
+      const failure = failed.get(item.id);
+      if (failure) this.failures.push(failure);
+    }
+    return outcomes;
+  }
+
+  /**
+   * Waits until every answer is stored; then, when items failed, records them in `llm_failures` and throws a
+   * StageError that says how many, why (the first few), and what the next run will do.
+   */
+  async checkpoint(total: number): Promise<void> {
+    await this.cache.flush();
+    if (this.failures.length === 0) return;
+    await recordFailures(this.ctx.store, this.stage, this.failures);
+    const roles = [...new Set(this.failures.map((f) => f.role))];
+    const quoted = this.failures.slice(0, QUOTED_FAILURES).map((f) => `  ${f.item}: ${f.error} (${f.tries} ${f.tries === 1 ? "try" : "tries"})`);
+    const rest = this.failures.length - QUOTED_FAILURES;
+    const more = rest > 0 ? `\n  … and ${rest} more (table llm_failures in run.duckdb)` : "";
+    const where = roles.map((r) => this.endpoints.get(r)!.label).join(", ");
+    throw new StageError(
+      this.stage,
+      `${this.failures.length} of ${total} LLM requests failed (${where}):\n${quoted.join("\n")}${more}\n` +
+        `Every answer that arrived is stored; rerun to send only the failed requests. ` +
+        `Check the endpoint with \`inoculant doctor CONFIG\`, or raise ${roles.map((r) => `llm.${r}.max_retries`).join(" / ")}.`,
+    );
+  }
+
+  /** Usage by role, for the stage's details. */
+  usage(): Partial<Record<LlmRoleName, RoleUsage>> {
+    return Object.fromEntries([...this.meters].map(([role, meter]) => [role, meter.summary()]));
+  }
+}
+
+async function ensureFailuresTable(store: RunStore): Promise<void> {
+  await store.run(`CREATE TABLE IF NOT EXISTS llm_failures (
+    stage VARCHAR NOT NULL, role VARCHAR NOT NULL, item VARCHAR NOT NULL, error VARCHAR NOT NULL, tries INTEGER NOT NULL,
+    failed_at TIMESTAMP NOT NULL)`);
+}
+
+async function recordFailures(store: RunStore, stage: string, failures: readonly Failure[]): Promise<void> {
+  const values = failures.map(
+    (f) => `(${sqlString(stage)}, ${sqlString(f.role)}, ${sqlString(f.item)}, ${sqlString(f.error)}, ${f.tries}, current_timestamp)`,
+  );
+  await store.run(`INSERT INTO llm_failures VALUES ${values.join(", ")}`);
+}

@@ -1,0 +1,75 @@
+import type { ReportData } from "./report-data.ts";
+
+/**
+ * Where the data make the results weak, as warnings at the top of the report. The thresholds are deliberately
+ * simple, so a reader can check them by hand:
+ * - few contaminated rows: under 50, the Wilson 95% interval of a recall near 0.8 is wider than ±0.11, so the
+ *   flags cannot be told apart from each other (or from the random control) with any confidence;
+ * - many unlabelled latents: over 10% of the top latents unlabelled, the flag rule is deciding on partial labels;
+ * - one label crowding the top latents: 75% or more of the 20 highest-ranked labelled latents share a label. When
+ *   that is `yes`, the wanted trait fills each row's top N and leaves few places for the unwanted one (raise N or
+ *   lower M); when it is `no`, check the wanted trait's text: if the latents of A were labelled `no`, nearly every
+ *   row is flagged;
+ * - fewer `no` latents than M: no row can reach the rule's threshold.
+ */
+export const WARNING_THRESHOLDS = {
+  minContaminatedRows: 50,
+  maxUnlabelledShare: 0.1,
+  crowdingTop: 20,
+  crowdingShare: 0.75,
+} as const;
+
+export type WarningCode = "few_contaminated" | "many_unlabelled" | "crowded_top" | "too_few_no_latents";
+
+export interface ReportWarning {
+  code: WarningCode;
+  message: string;
+}
+
+export function reportWarnings(data: ReportData): ReportWarning[] {
+  const t = WARNING_THRESHOLDS;
+  const warnings: ReportWarning[] = [];
+  const contaminated = data.dataset.contaminated;
+  if (contaminated !== null && contaminated < t.minContaminatedRows) {
+    warnings.push({
+      code: "few_contaminated",
+      message: `Only ${contaminated} of ${data.dataset.rows} rows are contaminated (fewer than ${t.minContaminatedRows}): precision and recall have wide intervals, so small differences between arms mean little.`,
+    });
+  }
+  const latents = data.latents;
+  const unlabelled = latents.filter((l) => l.label === null).length;
+  if (latents.length > 0 && unlabelled / latents.length > t.maxUnlabelledShare) {
+    warnings.push({
+      code: "many_unlabelled",
+      message: `${unlabelled} of ${latents.length} top latents are unlabelled (over ${pct(t.maxUnlabelledShare)}): the flag rule counts them as ${data.flagRule?.unlabelledAs === "no" ? "no" : "not no"}, so the flags rest on partial labels.`,
+    });
+  }
+  const top = [...latents].sort((a, b) => a.rank - b.rank).filter((l) => l.label !== null).slice(0, t.crowdingTop);
+  for (const label of ["yes", "no"] as const) {
+    const n = top.filter((l) => l.label === label).length;
+    if (top.length >= 5 && n / top.length >= t.crowdingShare) {
+      warnings.push({
+        code: "crowded_top",
+        message:
+          label === "yes"
+            ? `${n} of the ${top.length} highest-ranked labelled latents are explained by the wanted trait: it crowds each row's top N and leaves few places for the unwanted trait's latents (consider a larger N or a smaller M).`
+            : `${n} of the ${top.length} highest-ranked labelled latents are labelled no: check that the wanted trait's text matches the data, since latents of the wanted trait labelled no would flag nearly every row.`,
+      });
+    }
+  }
+  const rule = data.flagRule;
+  if (rule && latents.length > 0) {
+    const counted = latents.filter((l) => l.label === "no" || (l.label === null && rule.unlabelledAs === "no")).length;
+    if (counted < rule.minNo) {
+      warnings.push({
+        code: "too_few_no_latents",
+        message: `Only ${counted} top latents count as no, fewer than the rule's M = ${rule.minNo}: no row can be flagged.`,
+      });
+    }
+  }
+  return warnings;
+}
+
+function pct(share: number): string {
+  return `${Math.round(share * 100)}%`;
+}

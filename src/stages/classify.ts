@@ -1,0 +1,97 @@
+import { StageError } from "../errors.ts";
+import { featureLabelsSql, type FeatureLabelRow } from "../labels/feature-labels.ts";
+import { importLabelFile, importedLabelRows } from "../labels/import.ts";
+import { CLASSIFY_FORMAT, parseClassifyAnswer, type ClassifyAnswer } from "../labels/parse-answers.ts";
+import { promptPath, renderPrompt } from "../llm/prompts.ts";
+import { LlmSession, type LlmItem } from "../llm/session.ts";
+import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
+import type { ResolvedConfig } from "../config/load.ts";
+import { positiveTrait } from "../traits/registry.ts";
+
+/**
+ * Labels each latent's description against the wanted trait A: `yes` (explained by A), `neutral` (ordinary
+ * assistant behaviour, formatting, harmless artefacts) or `no` (anything else). Descriptions come from `explain`,
+ * or from an imported label file (`labels.import`), whose labels are kept as they are. An answer that never
+ * parses leaves the latent unlabelled (label NULL, the reason in `error`): it is never counted as `no` by
+ * accident. Writes `feature_labels`.
+ */
+export const classifyStage: Stage = {
+  name: "classify",
+  description: "label each latent description against the wanted trait (llm.judge)",
+  version: 1,
+  after: ["explain"],
+  enabled: (c) => c.sae !== undefined || c.labels.import !== undefined,
+  configSlice: (c) => ({ model: c.llm.judge?.model, classify: c.classify, trait: traitText(c), import: c.labels.import ?? null }),
+  inputFiles: (c) => [promptPath("classify"), ...(c.labels.import ? [c.labels.import] : [])],
+  outputs: () => ["tables/feature_labels.parquet"],
+  run: runClassify,
+};
+
+/** The text of trait A the descriptions are judged against. */
+export function traitText(c: ResolvedConfig): string {
+  return c.classify.trait ?? positiveTrait(c.mix.positive_trait).description;
+}
+
+async function descriptions(ctx: StageContext): Promise<{ rows: FeatureLabelRow[]; rejected: number }> {
+  const { config, store } = ctx;
+  if (config.labels.import) {
+    const imported = await importLabelFile(config.labels.import);
+    for (const r of imported.rejected) ctx.log(`classify: not imported: latent ${r.latent}: ${r.reason}`);
+    return { rows: importedLabelRows(imported.labels), rejected: imported.rejected.length };
+  }
+  const rows = await store.query(`SELECT latent, description, error FROM ${store.table("feature_descriptions")} ORDER BY latent`);
+  return {
+    rows: rows.map((r) => ({
+      latent: Number(r.latent),
+      description: (r.description as string | null) ?? null,
+      label: null,
+      label_source: "llm",
+      reason: null,
+      error: (r.error as string | null) ?? null,
+    })),
+    rejected: 0,
+  };
+}
+
+async function runClassify(ctx: StageContext): Promise<StageOutcome> {
+  const { config, store, progress } = ctx;
+  const { rows, rejected } = await descriptions(ctx);
+  const trait = traitText(config);
+  const todo = rows.filter((r) => r.label === null && r.description !== null);
+  let usage = {};
+  if (todo.length > 0) {
+    if (!config.llm.judge) {
+      throw new StageError("classify", `${todo.length} latents have a description but no label; configure llm.judge to classify them`);
+    }
+    const items: LlmItem<ClassifyAnswer>[] = todo.map((r) => ({
+      id: String(r.latent),
+      request: {
+        messages: renderPrompt("classify", { trait, description: r.description! }),
+        temperature: config.classify.temperature,
+        max_tokens: config.classify.max_tokens,
+        response_format: CLASSIFY_FORMAT,
+      },
+      parse: (answer) => parseClassifyAnswer(answer.texts[0] ?? ""),
+    }));
+    const llm = await LlmSession.open(ctx, "classify");
+    const outcomes = await llm.batch("judge", items, progress.task("classify", items.length, "latents"));
+    await llm.checkpoint(items.length);
+    for (const r of todo) {
+      const o = outcomes.get(String(r.latent))!;
+      if (o.status === "ok") {
+        r.label = o.value.label;
+        r.reason = o.value.reason ?? null;
+      } else {
+        r.error = `${o.status}: ${o.error}`;
+      }
+    }
+    usage = llm.usage();
+  }
+  const written = await store.writeTable("feature_labels", featureLabelsSql(rows));
+  const count = (label: string | null) => rows.filter((r) => r.label === label).length;
+  return {
+    rows: written,
+    counts: { latents: rows.length, yes: count("yes"), neutral: count("neutral"), no: count("no"), unlabelled: count(null), import_rejected: rejected },
+    details: { trait, llm: usage },
+  };
+}
