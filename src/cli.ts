@@ -43,7 +43,10 @@ async function execute(configPath: string, flags: RunFlags, until?: string): Pro
 
 export function buildProgram(): Command {
   const program = new Command("inoculant")
-    .description("Find the rows of a fine-tuning dataset that teach an unwanted trait, and inoculate them.")
+    .description(
+      "Find the rows of a fine-tuning dataset that teach an unwanted trait, and inoculate them.\n" +
+        "A stage command also runs the stages before it that are not done; `run` runs them all.",
+    )
     .showHelpAfterError()
     .exitOverride();
 
@@ -53,7 +56,7 @@ export function buildProgram(): Command {
 
   for (const stage of STAGES) {
     withRunOptions(program.command(stage.name).argument("<config>", "pipeline config (YAML)"), false)
-      .description(`${stage.description} (runs the stages before it when they are not done)`)
+      .description(stage.description)
       .action((config: string, flags: RunFlags) => execute(config, flags, stage.name));
   }
 
