@@ -2,6 +2,7 @@ import { isAbsolute, join } from "node:path";
 import { UserError } from "../errors.ts";
 import { parseHubRef, resolveHubFiles, resolveModelSnapshot } from "../hub/resolve.ts";
 import { exists } from "../util/fs.ts";
+import type { StageContext } from "../pipeline/stage.ts";
 
 /** The model as the sidecar wants it: a local snapshot (HF backend) or a user's Python file (custom backend). */
 export interface ModelSource {
@@ -62,4 +63,23 @@ export async function sidecarSaeParams(sae: SaeSource, onDownload?: (repo: strin
     }
   }
   return { format: sae.format, path: folder, encode: sae.encode };
+}
+
+/** Logs each download into the Hugging Face cache as a stage line. */
+export function downloadLogger(ctx: StageContext): (repo: string, file: string) => void {
+  return (repo, file) => ctx.log(`downloading ${repo}/${file} into the Hugging Face cache`);
+}
+
+/** The parameters every sidecar job shares: the model, the SAE, the device, the hooked block, the system prompt. */
+export async function sidecarJobBase(ctx: StageContext): Promise<Record<string, unknown>> {
+  const { config } = ctx;
+  const sae = config.sae!;
+  const onDownload = downloadLogger(ctx);
+  return {
+    model: await sidecarModelParams(config.model, onDownload),
+    sae: await sidecarSaeParams(sae, onDownload),
+    device: config.sidecar.device,
+    block: sae.block ?? null,
+    system_prompt: config.model.default_system_prompt,
+  };
 }

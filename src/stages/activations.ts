@@ -3,7 +3,7 @@ import { Table, Utf8, vectorFromArray } from "apache-arrow";
 import type { ResolvedConfig } from "../config/load.ts";
 import { StageError } from "../errors.ts";
 import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
-import { sidecarModelParams, sidecarSaeParams } from "../sidecar/artifacts.ts";
+import { sidecarJobBase } from "../sidecar/artifacts.ts";
 import { runSidecarJob } from "../sidecar/run-job.ts";
 import { sqlString } from "../store/sql.ts";
 import type { RunStore } from "../store/run-store.ts";
@@ -68,13 +68,8 @@ async function runActivations(ctx: StageContext): Promise<StageOutcome> {
   // Plain utf8 columns (tableFromArrays would dictionary-encode strings, which the protocol does not take).
   const utf8 = (key: string) => vectorFromArray(rows.map((r) => String(r[key])), new Utf8());
   const payload = new Table({ row_id: utf8("row_id"), prompt: utf8("prompt"), target: utf8("target"), base: utf8("base") });
-  const onDownload = (repo: string, file: string) => ctx.log(`downloading ${repo}/${file} into the Hugging Face cache`);
   const params = {
-    model: await sidecarModelParams(config.model, onDownload),
-    sae: await sidecarSaeParams(sae, onDownload),
-    device: config.sidecar.device,
-    block: sae.block ?? null,
-    system_prompt: config.model.default_system_prompt,
+    ...(await sidecarJobBase(ctx)),
     pooling: config.activations.pooling,
     token_budget: config.sidecar.token_budget,
     top_n: config.activations.top_n,

@@ -3,7 +3,7 @@ import type { ResolvedConfig } from "../config/load.ts";
 import { StageError, UserError } from "../errors.ts";
 import { parseHubRef, resolveHubFiles } from "../hub/resolve.ts";
 import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
-import { sidecarModelParams, sidecarSaeParams } from "../sidecar/artifacts.ts";
+import { downloadLogger, sidecarJobBase } from "../sidecar/artifacts.ts";
 import { runSidecarJob } from "../sidecar/run-job.ts";
 import { sqlString } from "../store/sql.ts";
 import { exists } from "../util/fs.ts";
@@ -37,7 +37,7 @@ async function corpusPath(path: string, onDownload: (repo: string, file: string)
 }
 
 async function corpora(config: ResolvedConfig, ctx: StageContext) {
-  const onDownload = (repo: string, file: string) => ctx.log(`downloading ${repo}/${file} into the Hugging Face cache`);
+  const onDownload = downloadLogger(ctx);
   const list: Record<string, unknown>[] = [];
   if (config.harvest.include_dataset) {
     // The dataset's own rows as the model saw them in the diff: the mixed conversations.
@@ -55,13 +55,8 @@ async function runHarvest(ctx: StageContext): Promise<StageOutcome> {
   const sae = config.sae!;
   const latents = (await store.query(`SELECT latent FROM ${store.table("features")} ORDER BY rank`)).map((r) => Number(r.latent));
   const list = await corpora(config, ctx);
-  const onDownload = (repo: string, file: string) => ctx.log(`downloading ${repo}/${file} into the Hugging Face cache`);
   const params = {
-    model: await sidecarModelParams(config.model, onDownload),
-    sae: await sidecarSaeParams(sae, onDownload),
-    device: config.sidecar.device,
-    block: sae.block ?? null,
-    system_prompt: config.model.default_system_prompt,
+    ...(await sidecarJobBase(ctx)),
     latents,
     top_k: config.harvest.top_k,
     window: config.harvest.window,
