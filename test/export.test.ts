@@ -154,3 +154,28 @@ describe("export reproducibility", () => {
     }
   });
 });
+
+describe("export encoding", () => {
+  it("writes every character of the conversations back exactly, one valid JSON object per line", async () => {
+    const dir = await tempDir();
+    const nasty = 'He said "hi"\\ then\nleft;\ttab, \u0001 control, comma, 🙂 emoji, \u2028 separator, \u00e9';
+    const files = await writeSources(dir, 2);
+    const odd = await writeJsonl(join(dir, "odd.jsonl"), [chat(nasty, `${nasty} (answer)`), chat("plain", "plain")]);
+    const config = await resolveConfig(
+      { name: "t", sources: { clean: { path: files.clean }, contaminated: { path: odd } }, inoculation: { prompt: nasty }, export: { arms: ["inoculated-general"] } },
+      { runDir: join(dir, "run") },
+    );
+    await runPipeline(config);
+    const text = await readFile(join(config.runDir, "exports", "inoculated-general.jsonl"), "utf8");
+    const lines = text.split("\n");
+    expect(lines.pop()).toBe("");
+    expect(lines).toHaveLength(4);
+    const rows = lines.map((l) => JSON.parse(l) as { messages: Msg[] });
+    const row = rows.find((r) => r.messages[1]!.content === nasty)!;
+    expect(row.messages).toEqual([
+      { role: "system", content: nasty },
+      { role: "user", content: nasty },
+      { role: "assistant", content: `${nasty} (answer)` },
+    ]);
+  });
+});

@@ -64,7 +64,7 @@ async function runExport({ config, store, progress }: StageContext): Promise<Sta
       separator: config.inoculation.separator,
     });
     // mixed.parquet is stored in `position` order and DuckDB preserves insertion order, so no sort is needed.
-    const rows = await store.copyAtomically(path, `SELECT ${messages} AS messages FROM ${mixed} m`, "FORMAT json", (p) =>
+    const rows = await store.copyAtomically(path, jsonLinesSelect(`SELECT ${messages} AS messages FROM ${mixed} m`), JSON_LINES, (p) =>
       task.percent((100 * i + p) / config.export.arms.length),
     );
     const prompts = await store.query(
@@ -132,6 +132,17 @@ async function llmFacts(config: ResolvedConfig, store: RunStore): Promise<Record
     ...(Object.keys(llmUsage).length > 0 ? { llm_usage: llmUsage } : {}),
     ...(llmAudit !== undefined ? { llm_audit: llmAudit } : {}),
   };
+}
+
+/**
+ * The same bytes as DuckDB's `FORMAT json` writes for a `messages` column, about a third faster: each line is
+ * built as a string and written raw. to_json escapes every control character, so a JSON line never holds the
+ * chr(1) delimiter or a raw newline, and with no quote character nothing is quoted.
+ */
+const JSON_LINES = "FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x01'";
+
+function jsonLinesSelect(select: string): string {
+  return `SELECT '{"messages":' || to_json(messages) || '}' AS line FROM (${select})`;
 }
 
 /** Hash of the config as the user wrote it (resolved paths and the run directory left out: they move). */

@@ -124,14 +124,18 @@ async function runMix(ctx: StageContext): Promise<StageOutcome> {
   const task = progress.task("mix", 100);
   const rows = await store.writeTable(
     "mixed",
-    `SELECT row_number() OVER (ORDER BY p.order_key, e.row_id) - 1 AS position,
-       e.row_id, e.source, e.line, e.has_negative, e.label,
+    // Positions are numbered on the narrow id list, so the wide rows are sorted once, not twice.
+    `WITH ordered AS (
+       SELECT row_id, row_number() OVER (ORDER BY order_key, row_id) - 1 AS position FROM mix_picked
+       ${rewritten ? "WHERE row_id IN (SELECT row_id FROM mix_rewrites)" : ""}
+     )
+     SELECT o.position, e.row_id, e.source, e.line, e.has_negative, e.label,
        ${content} AS messages,
        e.messages AS original_messages,
        ${sqlString(trait.name)} AS positive_trait
-     FROM ${examples} e JOIN mix_picked p USING (row_id)
+     FROM ${examples} e JOIN ordered o USING (row_id)
      ${rewritten ? "JOIN (SELECT row_id, map(list(turn), list(content)) AS turns FROM mix_rewrites GROUP BY row_id) r USING (row_id)" : ""}
-     ORDER BY position`,
+     ORDER BY o.position`,
     (p) => task.percent(p),
   );
   task.finish();

@@ -4,6 +4,9 @@ import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
 import { exists, tempPathFor } from "../util/fs.ts";
 import { sqlIdent, sqlString } from "./sql.ts";
 
+/** DuckDB's memory limit unless `duckdb.memory_limit` says otherwise. */
+export const DEFAULT_MEMORY_LIMIT = "1GB";
+
 export type StageStatus = "done" | "failed" | "running";
 
 /** One row of the run's manifest: what a stage last did, and from what. */
@@ -46,7 +49,9 @@ export class RunStore {
       autoinstall_known_extensions: "false",
     };
     if (settings.threads) options.threads = String(settings.threads);
-    if (settings.memoryLimit) options.memory_limit = settings.memoryLimit;
+    // DuckDB would take 80% of RAM; a bounded limit makes big sorts spill to the run directory instead, so a run
+    // over millions of rows stays within a laptop's memory.
+    options.memory_limit = settings.memoryLimit ?? DEFAULT_MEMORY_LIMIT;
     const instance = await DuckDBInstance.create(join(dir, "run.duckdb"), options);
     const db = await instance.connect();
     // Spill to the run directory, not the system temp folder, so large sorts stay on the run's disk.
