@@ -1,3 +1,4 @@
+import { format } from "node:util";
 import { Command, CommanderError, Option } from "commander";
 import { loadConfig } from "./config/load.ts";
 import { isUserError, UserError } from "./errors.ts";
@@ -84,6 +85,11 @@ export function buildProgram(): Command {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // Our own output goes through process.stdout.write; libraries' console chatter (@huggingface/hub logs each
+  // download with console.debug) must not land in stdout, where `--json` summaries go.
+  for (const level of ["log", "info", "debug"] as const) {
+    console[level] = (...args: unknown[]) => process.stderr.write(`${format(...args)}\n`);
+  }
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

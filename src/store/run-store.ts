@@ -4,9 +4,6 @@ import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
 import { exists, tempPathFor } from "../util/fs.ts";
 import { sqlIdent, sqlString } from "./sql.ts";
 
-/** DuckDB's memory limit unless `duckdb.memory_limit` says otherwise. */
-export const DEFAULT_MEMORY_LIMIT = "1GB";
-
 export type StageStatus = "done" | "failed" | "running";
 
 /** One row of the run's manifest: what a stage last did, and from what. */
@@ -49,9 +46,9 @@ export class RunStore {
       autoinstall_known_extensions: "false",
     };
     if (settings.threads) options.threads = String(settings.threads);
-    // DuckDB would take 80% of RAM; a bounded limit makes big sorts spill to the run directory instead, so a run
-    // over millions of rows stays within a laptop's memory.
-    options.memory_limit = settings.memoryLimit ?? DEFAULT_MEMORY_LIMIT;
+    // Unset, DuckDB takes up to 80% of RAM. A lower `duckdb.memory_limit` makes sorts and joins spill to the run
+    // directory, but at 1M chat rows the mix stage's wide join and sort then run out of memory (see bench/mix.ts).
+    if (settings.memoryLimit) options.memory_limit = settings.memoryLimit;
     const instance = await DuckDBInstance.create(join(dir, "run.duckdb"), options);
     const db = await instance.connect();
     // Spill to the run directory, not the system temp folder, so large sorts stay on the run's disk.
@@ -112,7 +109,9 @@ export class RunStore {
    * the view `<name>` at it. Returns the row count.
    */
   async writeTable(name: string, select: string, onProgress?: (percent: number) => void): Promise<number> {
-    return this.copyAtomically(this.tablePath(name), select, "FORMAT parquet, COMPRESSION zstd", onProgress);
+    // Row groups of 16k rows: the writer holds a whole group in memory per thread, and DuckDB's default (122,880
+    // rows) is hundreds of MB for chat rows, more than a bounded memory limit allows.
+    return this.copyAtomically(this.tablePath(name), select, "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 16384", onProgress);
   }
 
   async copyAtomically(
