@@ -18,6 +18,8 @@ export interface ChatRequestBody {
   n?: number;
   seed?: number;
   response_format?: { type: string; json_schema?: { name: string; schema: unknown } };
+  logprobs?: boolean;
+  top_logprobs?: number;
 }
 
 export type Fault =
@@ -41,6 +43,11 @@ export interface LlmServerOptions {
   models?: string[];
   /** The text of one choice; default: `reply()`. */
   respond?: (body: ChatRequestBody, info: RequestInfo) => string;
+  /**
+   * The top candidates of a choice's first token, sent when the request asks for logprobs (cut to its
+   * `top_logprobs`); default: the choice's first word with logprob 0.
+   */
+  logprobs?: (body: ChatRequestBody, info: RequestInfo) => { token: string; logprob: number }[];
   fault?: (body: ChatRequestBody, info: { seen: number }) => Fault | undefined;
   /** When set, every request must carry `Authorization: Bearer <apiKey>` (else 401). */
   apiKey?: string;
@@ -146,7 +153,12 @@ export async function startLlmServer(options: LlmServerOptions = {}): Promise<Ll
         object: "chat.completion",
         created: 0,
         model: body.model,
-        choices: texts.map((content, index) => ({ index, message: { role: "assistant", content }, finish_reason: "stop", logprobs: null })),
+        choices: texts.map((content, index) => ({
+          index,
+          message: { role: "assistant", content },
+          finish_reason: "stop",
+          logprobs: body.logprobs ? { content: [firstToken(body, { seen, index }, content, opts)] } : null,
+        })),
         usage: { prompt_tokens: inputTokens * n, completion_tokens: texts.reduce((s, t) => s + words(t), 0), total_tokens: 0 },
       });
       stats.answered += 1;
@@ -183,6 +195,12 @@ export async function startLlmServer(options: LlmServerOptions = {}): Promise<Ll
       }),
   };
   return server;
+}
+
+function firstToken(body: ChatRequestBody, info: RequestInfo, content: string, opts: LlmServerOptions) {
+  const top = (opts.logprobs?.(body, info) ?? [{ token: content.split(/\s+/)[0] ?? "", logprob: 0 }]).slice(0, body.top_logprobs ?? 0);
+  const first = top[0] ?? { token: "", logprob: 0 };
+  return { token: first.token, logprob: first.logprob, bytes: null, top_logprobs: top.map((t) => ({ ...t, bytes: null })) };
 }
 
 function readBody(req: IncomingMessage): Promise<string> {

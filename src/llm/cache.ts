@@ -46,7 +46,10 @@ export class LlmCache {
     await store.run(`CREATE TABLE IF NOT EXISTS llm_cache (
       key VARCHAR NOT NULL, model VARCHAR NOT NULL, stage VARCHAR NOT NULL,
       texts VARCHAR[] NOT NULL, finish_reasons VARCHAR[] NOT NULL, input_tokens BIGINT NOT NULL,
-      output_tokens BIGINT NOT NULL, created_at TIMESTAMP NOT NULL DEFAULT current_timestamp)`);
+      output_tokens BIGINT NOT NULL, created_at TIMESTAMP)`);
+    // Added after the table's first version: run.duckdb files made before it gain the column here.
+    await store.run("ALTER TABLE llm_cache ADD COLUMN IF NOT EXISTS first_token_logprobs JSON");
+    await store.checkpoint();
     return new LlmCache(store);
   }
 
@@ -56,7 +59,7 @@ export class LlmCache {
     for (let i = 0; i < keys.length; i += LOOKUP_CHUNK) {
       const chunk = keys.slice(i, i + LOOKUP_CHUNK);
       const rows = await this.serially(() =>
-        this.store.query(`SELECT key, texts, finish_reasons, input_tokens, output_tokens FROM llm_cache
+        this.store.query(`SELECT key, texts, finish_reasons, input_tokens, output_tokens, first_token_logprobs FROM llm_cache
           WHERE key IN (SELECT unnest(${sqlStringList(chunk)}))`),
       );
       for (const row of rows) found.set(String(row.key), answerOf(row));
@@ -99,11 +102,13 @@ export class LlmCache {
   /** One statement, one commit. DuckDB parses it on its own thread, leaving the event loop to the requests. */
   private async insert(batch: readonly CacheEntry[]): Promise<void> {
     const values = batch.map((e) => {
-      const { texts, finish_reasons, usage } = e.answer;
+      const { texts, finish_reasons, usage, first_token_logprobs } = e.answer;
       const cells = [sqlString(e.key), sqlString(e.model), sqlString(e.stage), sqlStringList(texts), sqlStringList(finish_reasons)];
-      return `(${cells.join(", ")}, ${usage.input_tokens}, ${usage.output_tokens}, DEFAULT)`;
+      const logprobs = first_token_logprobs ? sqlString(JSON.stringify(first_token_logprobs)) : "NULL";
+      return `(${cells.join(", ")}, ${usage.input_tokens}, ${usage.output_tokens}, ${logprobs}, current_timestamp)`;
     });
-    await this.store.run(`INSERT INTO llm_cache VALUES ${values.join(", ")}`);
+    await this.store.run(`INSERT INTO llm_cache (key, model, stage, texts, finish_reasons, input_tokens, output_tokens, first_token_logprobs, created_at)
+      VALUES ${values.join(", ")}`);
   }
 
   private serially<T>(task: () => Promise<T>): Promise<T> {
@@ -114,9 +119,11 @@ export class LlmCache {
 }
 
 function answerOf(row: Record<string, unknown>): LlmAnswer {
+  const logprobs = row.first_token_logprobs;
   return {
     texts: (row.texts as unknown[]).map(String),
     finish_reasons: (row.finish_reasons as unknown[]).map(String),
     usage: { input_tokens: Number(row.input_tokens), output_tokens: Number(row.output_tokens) },
+    ...(logprobs === null || logprobs === undefined ? {} : { first_token_logprobs: JSON.parse(String(logprobs)) as LlmAnswer["first_token_logprobs"] }),
   };
 }

@@ -93,6 +93,7 @@ export class LlmEndpoint {
       ...(request.n !== undefined && request.n !== 1 ? { n: request.n } : {}),
       ...(request.seed !== undefined ? { seed: request.seed } : {}),
       ...(request.response_format ? { response_format: request.response_format } : {}),
+      ...(request.top_logprobs !== undefined ? { logprobs: true, top_logprobs: request.top_logprobs } : {}),
     });
     const choices = (response as { choices?: unknown }).choices;
     if (!Array.isArray(choices) || choices.length === 0) {
@@ -104,6 +105,13 @@ export class LlmEndpoint {
       texts: sorted.map((c) => c.message?.content ?? ""),
       finish_reasons: sorted.map((c) => String(c.finish_reason ?? "")),
       usage: { input_tokens: response.usage?.prompt_tokens ?? 0, output_tokens: response.usage?.completion_tokens ?? 0 },
+      ...(request.top_logprobs !== undefined
+        ? {
+            first_token_logprobs: sorted.map((c) =>
+              (c.logprobs?.content?.[0]?.top_logprobs ?? []).map((t) => ({ token: t.token, logprob: t.logprob })),
+            ),
+          }
+        : {}),
     };
   }
 

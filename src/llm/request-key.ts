@@ -16,6 +16,8 @@ export function requestKey(model: string, request: LlmRequest, resample = 0): st
       n: request.n ?? 1,
       seed: request.seed ?? null,
       response_format: request.response_format ?? null,
+      // Only when asked for, so the keys of every request without logprobs stay as they were.
+      ...(request.top_logprobs !== undefined ? { top_logprobs: request.top_logprobs } : {}),
       ...(resample > 0 ? { resample } : {}),
     }),
   );

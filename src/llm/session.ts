@@ -1,14 +1,22 @@
 import type { LlmRoleName } from "../config/llm-schema.ts";
 import { StageError } from "../errors.ts";
-import type { StageContext } from "../pipeline/stage.ts";
 import type { ProgressTask } from "../progress.ts";
 import type { RunStore } from "../store/run-store.ts";
 import { sqlString } from "../store/sql.ts";
 import { LlmCache } from "./cache.ts";
-import { LlmCallError, LlmEndpoint } from "./endpoint.ts";
+import { LlmCallError, LlmEndpoint, type LlmRoleConfig } from "./endpoint.ts";
 import { requestKey } from "./request-key.ts";
 import { UsageMeter, type RoleUsage } from "./usage.ts";
 import type { LlmAnswer, LlmRequest, Parsed } from "./types.ts";
+
+/**
+ * What a session needs from its caller: the roles' endpoints and the run's store. A pipeline stage passes its
+ * StageContext; `inoculant eval` passes one per model under test, with that model as the generator.
+ */
+export interface LlmSessionContext {
+  readonly config: { readonly llm: Readonly<Partial<Record<LlmRoleName, LlmRoleConfig>>> };
+  readonly store: RunStore;
+}
 
 /** How many failed items a stage's error quotes. */
 const QUOTED_FAILURES = 5;
@@ -46,12 +54,12 @@ export class LlmSession {
   private readonly failures: Failure[] = [];
 
   private constructor(
-    private readonly ctx: StageContext,
+    private readonly ctx: LlmSessionContext,
     readonly stage: string,
     private readonly cache: LlmCache,
   ) {}
 
-  static async open(ctx: StageContext, stage: string): Promise<LlmSession> {
+  static async open(ctx: LlmSessionContext, stage: string): Promise<LlmSession> {
     const cache = await LlmCache.open(ctx.store);
     await ensureFailuresTable(ctx.store);
     // This run's failures replace the last run's: an item that now succeeds is no longer failed.
@@ -172,6 +180,7 @@ async function ensureFailuresTable(store: RunStore): Promise<void> {
   await store.run(`CREATE TABLE IF NOT EXISTS llm_failures (
     stage VARCHAR NOT NULL, role VARCHAR NOT NULL, item VARCHAR NOT NULL, error VARCHAR NOT NULL, tries INTEGER NOT NULL,
     failed_at TIMESTAMP NOT NULL)`);
+  await store.checkpoint();
 }
 
 async function recordFailures(store: RunStore, stage: string, failures: readonly Failure[]): Promise<void> {

@@ -23,6 +23,14 @@ export interface LlmRequest {
   n?: number;
   seed?: number;
   response_format?: JsonSchemaFormat;
+  /** Asks for the top logprobs of each choice's first token (`logprobs: true, top_logprobs: k`): judges that score by them. */
+  top_logprobs?: number;
+}
+
+/** One candidate token and its log probability. */
+export interface TokenLogprob {
+  token: string;
+  logprob: number;
 }
 
 export interface TokenUsage {
@@ -35,6 +43,8 @@ export interface LlmAnswer {
   texts: string[];
   finish_reasons: string[];
   usage: TokenUsage;
+  /** Per choice, the top candidates for its first token; present only when the request asked for `top_logprobs`. */
+  first_token_logprobs?: TokenLogprob[][];
 }
 
 /** What a stage makes of an answer: a value, or the reason it is not one (the answer is then sampled again). */

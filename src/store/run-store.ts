@@ -140,6 +140,7 @@ export class RunStore {
       const name = String(file).split("/").pop()!.replace(/\.parquet$/, "");
       await this.run(`CREATE OR REPLACE VIEW ${sqlIdent(name)} AS SELECT * FROM read_parquet(${sqlString(String(file))})`);
     }
+    await this.checkpoint();
   }
 
   async readManifest(): Promise<Map<string, ManifestEntry>> {
@@ -180,6 +181,15 @@ export class RunStore {
     await this.run(`INSERT OR REPLACE INTO manifest VALUES (${values.join(", ")})`);
   }
 
+  /**
+   * Writes the WAL into run.duckdb. Called after creating catalog objects: a WAL that still holds a CREATE is
+   * replayed when the next process opens a killed run, and DuckDB cannot replay every kind of DDL (seen: a table
+   * with a column default), which would leave the run unopenable.
+   */
+  async checkpoint(): Promise<void> {
+    await this.run("CHECKPOINT");
+  }
+
   async deleteManifestEntry(stage: string): Promise<void> {
     await this.run(`DELETE FROM manifest WHERE stage = ${sqlString(stage)}`);
   }
@@ -193,6 +203,7 @@ export class RunStore {
     await this.run(`CREATE TABLE manifest (
       stage VARCHAR PRIMARY KEY, status VARCHAR NOT NULL, fingerprint VARCHAR NOT NULL, config_hash VARCHAR NOT NULL,
       inputs JSON, rows BIGINT, counts JSON, details JSON, seconds DOUBLE, finished_at VARCHAR, error VARCHAR)`);
+    await this.checkpoint();
   }
 
   close(): void {
