@@ -18,6 +18,9 @@ describe("resume", () => {
     expect(statuses(again)).toEqual({ ingest: "skipped", mix: "skipped", export: "skipped", report: "skipped" });
     expect(again.stages[1]!.counts).toMatchObject({ drawn_negative: 12, drawn_clean: 12 });
     expect(await snapshotFiles(config.runDir)).toEqual(before);
+    // status tells the stages this config does not ask for from the ones not run yet.
+    const shown = Object.fromEntries((await runStatus(config.runDir)).map((l) => [l.stage, l.status]));
+    expect(shown).toMatchObject({ ingest: "done", generate: "disabled", activations: "disabled", audit: "disabled", report: "done" });
   });
 
   it("reruns a stage whose config changed and the stages after it, and nothing before it", async () => {

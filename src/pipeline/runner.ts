@@ -58,6 +58,11 @@ export async function runPipeline(config: ResolvedConfig, options: RunOptions = 
     for (const [index, stage] of stages.entries()) {
       if (index > untilIndex) break;
       if (!stage.enabled(config)) {
+        // Recorded so `status` can tell "not asked for" from "not run yet"; written only when it changes, so a
+        // rerun that does nothing still touches no file.
+        if (manifest.get(stage.name)?.status !== "disabled") {
+          await store.saveManifestEntry({ ...emptyEntry(stage.name), status: "disabled" });
+        }
         reports.push(report(stage.name, "disabled"));
         continue;
       }
@@ -82,19 +87,7 @@ export async function runPipeline(config: ResolvedConfig, options: RunOptions = 
       anyRan = true;
       log(`${stage.name}: ${stage.description}`);
       const started = performance.now();
-      const entry: ManifestEntry = {
-        stage: stage.name,
-        status: "running",
-        fingerprint,
-        config_hash: configHash,
-        inputs,
-        rows: null,
-        counts: {},
-        details: {},
-        seconds: null,
-        finished_at: null,
-        error: null,
-      };
+      const entry: ManifestEntry = { ...emptyEntry(stage.name), fingerprint, config_hash: configHash, inputs };
       await store.saveManifestEntry(entry);
       try {
         const outcome = await stage.run({ config, store, progress, log });
@@ -144,6 +137,10 @@ async function isUpToDate(
   return true;
 }
 
+function emptyEntry(stage: string): ManifestEntry {
+  return { stage, status: "running", fingerprint: "", config_hash: "", inputs: null, rows: null, counts: {}, details: {}, seconds: null, finished_at: null, error: null };
+}
+
 function report(stage: string, status: StageRunStatus): StageReport {
   return { stage, status, rows: null, seconds: null, counts: {}, details: {} };
 }
@@ -151,7 +148,7 @@ function report(stage: string, status: StageRunStatus): StageReport {
 export interface StageStatusLine {
   stage: string;
   /** `interrupted`: the last run of the stage was killed before it finished. */
-  status: "done" | "pending" | "failed" | "interrupted";
+  status: "done" | "pending" | "failed" | "interrupted" | "disabled";
   rows: number | null;
   seconds: number | null;
   counts: Record<string, number>;

@@ -4,7 +4,8 @@ import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
 import { exists, tempPathFor } from "../util/fs.ts";
 import { sqlIdent, sqlString } from "./sql.ts";
 
-export type StageStatus = "done" | "failed" | "running";
+/** `disabled`: the config of the last run did not ask for the stage. */
+export type StageStatus = "done" | "failed" | "running" | "disabled";
 
 /** One row of the run's manifest: what a stage last did, and from what. */
 export interface ManifestEntry {
