@@ -18,7 +18,8 @@ function table(rows: string[][]): string {
 
 export function formatSummary(summary: PipelineSummary): string {
   const rows = [["stage", "result", "rows", "time", "counts"]];
-  for (const s of summary.stages) {
+  // Stages the config does not ask for are left out here (they are in --json and in `status`).
+  for (const s of summary.stages.filter((x) => x.status !== "disabled")) {
     rows.push([s.stage, s.status, s.rows === null ? "-" : String(s.rows), seconds(s.seconds), formatCounts(s.counts)]);
   }
   return `run directory: ${summary.runDir}\n${table(rows)}${detailLines(summary.stages)}`;
