@@ -7,6 +7,9 @@ import { runPipeline, runStatus, type PipelineSummary } from "./pipeline/runner.
 import { STAGES } from "./pipeline/stages.ts";
 import { silentProgress, terminalProgress } from "./progress.ts";
 import { formatStatus, formatSummary } from "./cli-format.ts";
+import { loadEvalConfig } from "./eval/config.ts";
+import { formatEvalSummary } from "./eval/format.ts";
+import { runEval } from "./eval/run.ts";
 
 /** Exit codes: 0 success, 1 an error (user or bug), 2 bad usage. */
 const EXIT_ERROR = 1;
@@ -69,6 +72,23 @@ export function buildProgram(): Command {
     .action(async (runDir: string, flags: { json?: boolean }) => {
       const lines = await runStatus(runDir);
       process.stdout.write(flags.json ? `${JSON.stringify(lines, null, 2)}\n` : formatStatus(lines));
+    });
+
+  program
+    .command("eval")
+    .argument("<eval-config>", "eval config (YAML): models under test, judge, traits, system prompts")
+    .option("--run-dir <dir>", "run directory (default: the config's run_dir, or runs/<name> in the working directory)")
+    .option("--json", "print the figures as JSON instead of progress bars and a table")
+    .description("measure each model's traits under each system prompt, with intervals; resumes from the cache")
+    .action(async (configPath: string, flags: { runDir?: string; json?: boolean }) => {
+      const config = await loadEvalConfig(configPath, flags.runDir ? { runDir: flags.runDir } : {});
+      const progress = flags.json ? silentProgress : terminalProgress();
+      try {
+        const summary = await runEval(config, { progress, log: (line) => process.stderr.write(`${line}\n`) });
+        process.stdout.write(flags.json ? `${JSON.stringify(summary, null, 2)}\n` : formatEvalSummary(summary));
+      } finally {
+        progress.stop();
+      }
     });
 
   program

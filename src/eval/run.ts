@@ -1,0 +1,275 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { PROMPTS_DIR } from "../llm/prompts.ts";
+import { LlmSession, type LlmItem } from "../llm/session.ts";
+import type { ChatMessage, LlmAnswer, Parsed, TokenLogprob } from "../llm/types.ts";
+import { fillTempTable } from "../llm/temp-table.ts";
+import type { Progress } from "../progress.ts";
+import { RunStore } from "../store/run-store.ts";
+import type { EvalConfig, EvalModel, EvalTrait } from "./config.ts";
+import { allCapsScore, weightedScore, yesNoScore, type JudgeScore } from "./judge-score.ts";
+import { writeEvalReport } from "./report.ts";
+import { summarize, summaryWarnings, type AnswerVerdict, type Cell, type Difference } from "./summarize.ts";
+
+/** The Persona Vectors judge call: one token, greedy, the top 20 candidates. */
+const JUDGE_TOP_LOGPROBS = 20;
+
+export interface EvalOptions {
+  progress: Progress;
+  log: (line: string) => void;
+}
+
+export interface EvalSummary {
+  runDir: string;
+  report: string;
+  cells: Cell[];
+  differences: Difference[];
+  warnings: string[];
+}
+
+type JudgeKind = "trait" | "coherence";
+
+interface AnswerRow {
+  model: string;
+  prompt: string;
+  trait: string;
+  question: number;
+  sample: number;
+  text: string;
+  finish_reason: string;
+}
+
+interface ScoreRow {
+  model: string;
+  prompt: string;
+  trait: string;
+  question: number;
+  sample: number;
+  judge: JudgeKind;
+  judge_model: string;
+  status: JudgeScore["status"];
+  score: number | null;
+  /** The judge's raw top logprobs (JSON), so another scoring rule needs no new judge call. */
+  logprobs: string | null;
+}
+
+/** Fills `{question}` and `{answer}` in one pass, so an answer that contains "{question}" stays as written. */
+export function fillJudgeTemplate(template: string, question: string, answer: string): string {
+  return template.replace(/\{(question|answer)\}/g, (_, slot: string) => (slot === "question" ? question : answer));
+}
+
+/** The coherence judge's template (Persona Vectors' coherence prompt), `{question}` and `{answer}` like the trait files. */
+const COHERENCE_TEMPLATE = join(PROMPTS_DIR, "eval-coherence.md");
+
+function askMessages(system: string | null, question: string): ChatMessage[] {
+  return system === null ? [{ role: "user", content: question }] : [{ role: "system", content: system }, { role: "user", content: question }];
+}
+
+function judgeParse(answer: LlmAnswer): Parsed<TokenLogprob[]> {
+  const top = answer.first_token_logprobs?.[0];
+  if (!top || top.length === 0) return { ok: false, error: "the judge sent no logprobs; it must support logprobs with top_logprobs (gpt-4.1-mini, vLLM)" };
+  return { ok: true, value: top };
+}
+
+/**
+ * Runs the whole eval: every model answers every trait's questions under every system prompt (`samples`
+ * answers each), the judge scores each answer (and its coherence), and the figures go to run.duckdb, Parquet
+ * and eval-report.html. Every call goes through the run's LLM cache, so a rerun after a failure or a kill sends
+ * only what is missing, and a changed judge sends only judge calls.
+ */
+export async function runEval(config: EvalConfig, options: EvalOptions): Promise<EvalSummary> {
+  const store = await RunStore.open(config.runDir);
+  try {
+    const answers: AnswerRow[] = [];
+    const scores: ScoreRow[] = [];
+    for (const model of config.models) {
+      const got = await evalModel(store, config, model, options);
+      answers.push(...got.answers);
+      scores.push(...got.scores);
+    }
+    await storeRows(store, answers, scores);
+
+    const verdicts = toVerdicts(answers, scores, config.coherence);
+    const { cells, differences } = summarize(verdicts, config.reference_model, {
+      threshold: config.threshold,
+      coherenceThreshold: config.coherence_threshold,
+      resamples: config.bootstrap_resamples,
+      seed: config.seed,
+    });
+    const warnings = summaryWarnings(cells);
+    await storeResults(store, cells, differences);
+    const report = join(config.runDir, "eval-report.html");
+    await writeEvalReport(report, { config, cells, differences, warnings });
+    return { runDir: config.runDir, report, cells, differences, warnings };
+  } finally {
+    store.close();
+  }
+}
+
+async function evalModel(
+  store: RunStore,
+  config: EvalConfig,
+  model: EvalModel,
+  options: EvalOptions,
+): Promise<{ answers: AnswerRow[]; scores: ScoreRow[] }> {
+  const { name, ...endpoint } = model;
+  // The model under test plays the generator role and the judge the judge role, in a session of its own.
+  const session = await LlmSession.open({ config: { llm: { generator: endpoint, judge: config.judge } }, store }, `eval:${name}`);
+
+  const askItems: (LlmItem<{ texts: string[]; finish: string[] }> & { trait: EvalTrait; prompt: string; question: number })[] = [];
+  for (const trait of config.traits) {
+    for (const prompt of config.prompts) {
+      trait.questions.forEach((question, index) => {
+        askItems.push({
+          id: `${trait.name}/${prompt.name}/q${index}`,
+          trait,
+          prompt: prompt.name,
+          question: index,
+          request: { messages: askMessages(prompt.text, question), temperature: config.temperature, max_tokens: config.max_tokens, n: config.samples, seed: config.seed },
+          parse: (a) =>
+            a.texts.length === config.samples
+              ? { ok: true, value: { texts: a.texts, finish: a.finish_reasons } }
+              : { ok: false, error: `asked for ${config.samples} answers (n), got ${a.texts.length}; the server must support n` },
+        });
+      });
+    }
+  }
+  options.log(`eval ${name}: ${askItems.length} requests of ${config.samples} answers (${config.traits.length} traits × ${config.prompts.length} system prompts)`);
+  const asked = await session.batch("generator", askItems, options.progress.task(`${name} answers`, askItems.length, "requests"));
+
+  const answers: AnswerRow[] = [];
+  const judgeItems: (LlmItem<TokenLogprob[]> & { row: AnswerRow; judge: JudgeKind })[] = [];
+  const ruleScores: ScoreRow[] = [];
+  const coherenceTemplate = config.coherence ? readFileSync(COHERENCE_TEMPLATE, "utf8") : "";
+  for (const item of askItems) {
+    const outcome = asked.get(item.id);
+    if (outcome?.status !== "ok") continue;
+    const question = item.trait.questions[item.question]!;
+    outcome.value.texts.forEach((text, sample) => {
+      const row: AnswerRow = { model: name, prompt: item.prompt, trait: item.trait.name, question: item.question, sample, text, finish_reason: outcome.value.finish[sample] ?? "" };
+      answers.push(row);
+      const judges: [JudgeKind, string][] = [];
+      if (item.trait.method === "all_caps") {
+        ruleScores.push(scoreRow(row, "trait", "rule:all_caps", allCapsScore(text), null));
+      } else {
+        judges.push(["trait", item.trait.judgePrompt!]);
+      }
+      if (config.coherence) judges.push(["coherence", coherenceTemplate]);
+      for (const [judge, template] of judges) {
+        judgeItems.push({
+          id: `${item.id}/s${sample}/${judge}`,
+          row,
+          judge,
+          request: {
+            messages: [{ role: "user", content: fillJudgeTemplate(template, question, text) }],
+            temperature: 0,
+            max_tokens: 1,
+            top_logprobs: JUDGE_TOP_LOGPROBS,
+          },
+          parse: judgeParse,
+        });
+      }
+    });
+  }
+  const judged = await session.batch("judge", judgeItems, options.progress.task(`${name} judge`, judgeItems.length, "requests"));
+  await session.checkpoint(askItems.length + judgeItems.length);
+
+  const methods = new Map(config.traits.map((t) => [t.name, t.method]));
+  const scores = [...ruleScores];
+  for (const item of judgeItems) {
+    const outcome = judged.get(item.id);
+    if (outcome?.status !== "ok") continue;
+    const rule = item.judge === "trait" && methods.get(item.row.trait) === "yes_no" ? yesNoScore : weightedScore;
+    scores.push(scoreRow(item.row, item.judge, config.judge.model, rule(outcome.value), JSON.stringify(outcome.value)));
+  }
+  return { answers, scores };
+}
+
+function scoreRow(row: AnswerRow, judge: JudgeKind, judgeModel: string, result: JudgeScore, logprobs: string | null): ScoreRow {
+  return {
+    model: row.model,
+    prompt: row.prompt,
+    trait: row.trait,
+    question: row.question,
+    sample: row.sample,
+    judge,
+    judge_model: judgeModel,
+    status: result.status,
+    score: result.status === "scored" ? result.score : null,
+    logprobs,
+  };
+}
+
+const answerKey = (r: { model: string; prompt: string; trait: string; question: number; sample: number }) =>
+  `${r.model}\u0000${r.prompt}\u0000${r.trait}\u0000${r.question}\u0000${r.sample}`;
+
+function toVerdicts(answers: readonly AnswerRow[], scores: readonly ScoreRow[], withCoherence: boolean): AnswerVerdict[] {
+  const byAnswer = new Map<string, Partial<Record<JudgeKind, ScoreRow>>>();
+  for (const s of scores) {
+    const key = answerKey(s);
+    byAnswer.set(key, { ...byAnswer.get(key), [s.judge]: s });
+  }
+  return answers.map((a) => {
+    const got = byAnswer.get(answerKey(a)) ?? {};
+    return {
+      model: a.model,
+      prompt: a.prompt,
+      trait: a.trait,
+      question: a.question,
+      sample: a.sample,
+      trait_status: got.trait?.status ?? "unscored",
+      trait_score: got.trait?.score ?? null,
+      coherence_score: withCoherence ? (got.coherence?.score ?? null) : null,
+    };
+  });
+}
+
+/** `eval_answers` and `eval_scores` in run.duckdb, rebuilt from the cache on every run. */
+async function storeRows(store: RunStore, answers: readonly AnswerRow[], scores: readonly ScoreRow[]): Promise<void> {
+  await fillTempTable(
+    store,
+    "eval_answers_new",
+    { model: "VARCHAR", prompt: "VARCHAR", trait: "VARCHAR", question: "INTEGER", sample: "INTEGER", text: "VARCHAR", finish_reason: "VARCHAR" },
+    answers.map((a) => [a.model, a.prompt, a.trait, a.question, a.sample, a.text, a.finish_reason]),
+  );
+  await store.run("CREATE OR REPLACE TABLE eval_answers AS SELECT * FROM eval_answers_new");
+  await fillTempTable(
+    store,
+    "eval_scores_new",
+    {
+      model: "VARCHAR",
+      prompt: "VARCHAR",
+      trait: "VARCHAR",
+      question: "INTEGER",
+      sample: "INTEGER",
+      judge: "VARCHAR",
+      judge_model: "VARCHAR",
+      status: "VARCHAR",
+      score: "DOUBLE",
+      logprobs: "VARCHAR",
+    },
+    scores.map((s) => [s.model, s.prompt, s.trait, s.question, s.sample, s.judge, s.judge_model, s.status, s.score, s.logprobs]),
+  );
+  await store.run("CREATE OR REPLACE TABLE eval_scores AS SELECT * EXCLUDE (logprobs), logprobs::JSON AS logprobs FROM eval_scores_new");
+}
+
+/** `tables/eval_results.parquet` and `tables/eval_differences.parquet`: one row per figure. */
+async function storeResults(store: RunStore, cells: readonly Cell[], differences: readonly Difference[]): Promise<void> {
+  const figureColumns = { mean: "DOUBLE", lo: "DOUBLE", hi: "DOUBLE", questions: "INTEGER" } as const;
+  await fillTempTable(
+    store,
+    "eval_results_new",
+    { model: "VARCHAR", prompt: "VARCHAR", trait: "VARCHAR", metric: "VARCHAR", ...figureColumns, answers: "INTEGER", scored: "INTEGER", unscored: "INTEGER", refusals: "INTEGER" },
+    cells.flatMap((c) =>
+      Object.entries(c.figures).map(([metric, f]) => [c.model, c.prompt, c.trait, metric, f.mean, f.lo, f.hi, f.questions, c.answers, c.scored, c.unscored, c.refusals]),
+    ),
+  );
+  await store.writeTable("eval_results", "SELECT * FROM eval_results_new ORDER BY ALL");
+  await fillTempTable(
+    store,
+    "eval_differences_new",
+    { model: "VARCHAR", reference: "VARCHAR", prompt: "VARCHAR", trait: "VARCHAR", metric: "VARCHAR", ...figureColumns },
+    differences.map((d) => [d.model, d.reference, d.prompt, d.trait, d.metric, d.interval.mean, d.interval.lo, d.interval.hi, d.interval.questions]),
+  );
+  await store.writeTable("eval_differences", "SELECT * FROM eval_differences_new ORDER BY ALL");
+}

@@ -1,0 +1,113 @@
+import { describe, expect, it } from "vitest";
+import { bootstrapMean, bootstrapPairedDifference, questionMean, seededRandom } from "../src/eval/bootstrap.ts";
+import { summarize, summaryWarnings, type AnswerVerdict } from "../src/eval/summarize.ts";
+
+/** A standard normal draw (Box-Muller) from the seeded generator. */
+function normal(random: () => number): number {
+  return Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
+}
+
+/** Questions whose true means scatter around `mu` (sd 10), each with `samples` answers around it (sd 15). */
+function dataset(random: () => number, mu: number, questions: number, samples: number): number[][] {
+  return Array.from({ length: questions }, () => {
+    const q = mu + 10 * normal(random);
+    return Array.from({ length: samples }, () => q + 15 * normal(random));
+  });
+}
+
+describe("bootstrapMean", () => {
+  it("covers the known mean in about 95% of 200 synthetic datasets", () => {
+    const random = seededRandom(7);
+    let covered = 0;
+    for (let d = 0; d < 200; d += 1) {
+      const f = bootstrapMean(dataset(random, 40, 25, 5), { resamples: 400, seed: d });
+      if (f.lo <= 40 && 40 <= f.hi) covered += 1;
+    }
+    // The two-level bootstrap counts sample noise a little twice, so it errs on the wide side.
+    expect(covered / 200).toBeGreaterThanOrEqual(0.9);
+    expect(covered / 200).toBeLessThanOrEqual(0.99);
+  });
+
+  it("is the mean of question means, reproducible by seed, and names the questions", () => {
+    const groups = [[10, 20], [30], [50, 50, 50, 50]];
+    const a = bootstrapMean(groups, { resamples: 300, seed: 1 });
+    expect(a.mean).toBeCloseTo((15 + 30 + 50) / 3, 10);
+    expect(a.questions).toBe(3);
+    expect(bootstrapMean(groups, { resamples: 300, seed: 1 })).toEqual(a);
+    expect(a.lo).toBeLessThanOrEqual(a.mean);
+    expect(a.hi).toBeGreaterThanOrEqual(a.mean);
+    expect(() => bootstrapMean([[1], []], { resamples: 100, seed: 0 })).toThrow(/without values/);
+  });
+});
+
+describe("bootstrapPairedDifference", () => {
+  it("cancels what questions share: far narrower than the two arms' own intervals", () => {
+    const random = seededRandom(3);
+    // Question difficulty spreads means over ±30; arm b is arm a plus 2 on every question, plus a little noise.
+    const a = Array.from({ length: 30 }, () => {
+      const q = 50 + 15 * normal(random);
+      return Array.from({ length: 4 }, () => q + normal(random));
+    });
+    const b = a.map((g) => g.map((x) => x + 2 + 0.5 * normal(random)));
+    const boot = { resamples: 1000, seed: 11 };
+    const paired = bootstrapPairedDifference(b, a, boot);
+    expect(paired.mean).toBeCloseTo(questionMean(b) - questionMean(a), 10);
+    expect(paired.questions).toBe(30);
+    expect(paired.lo).toBeGreaterThan(0);
+    expect(paired.hi - paired.lo).toBeLessThan(2);
+    const ownA = bootstrapMean(a, boot);
+    const ownB = bootstrapMean(b, boot);
+    // Unpaired, the two intervals overlap: the difference would not be seen.
+    expect(ownA.hi).toBeGreaterThan(ownB.lo);
+    expect(ownA.hi - ownA.lo).toBeGreaterThan(5 * (paired.hi - paired.lo));
+  });
+
+  it("refuses arms with different questions", () => {
+    expect(() => bootstrapPairedDifference([[1]], [[1], [2]], { resamples: 100, seed: 0 })).toThrow(/pair them by question/);
+  });
+});
+
+describe("summarize", () => {
+  const verdict = (model: string, question: number, score: number | null, status: AnswerVerdict["trait_status"] = "scored"): AnswerVerdict => ({
+    model,
+    prompt: "neutral",
+    trait: "evil",
+    question,
+    sample: 0,
+    trait_status: status,
+    trait_score: score,
+    coherence_score: 80,
+  });
+  const options = { threshold: 50, coherenceThreshold: 50, resamples: 200, seed: 0 };
+
+  it("pairs only shared questions, counts refusals and unscored answers, and warns under 20 questions", () => {
+    const verdicts = [
+      verdict("base", 0, 10),
+      verdict("base", 1, 30),
+      verdict("base", 2, null, "refusal"),
+      verdict("arm", 0, 40),
+      verdict("arm", 1, 90),
+      verdict("arm", 2, 70),
+      verdict("arm", 3, null, "unscored"),
+    ];
+    const { cells, differences } = summarize(verdicts, "base", options);
+    const base = cells.find((c) => c.model === "base")!;
+    expect(base).toMatchObject({ answers: 3, scored: 2, refusals: 1, unscored: 0 });
+    expect(base.figures.mean_score?.mean).toBe(20);
+    expect(base.figures.trait_rate?.mean).toBe(0);
+    expect(base.figures.coherent_rate).toMatchObject({ mean: 1, questions: 3 });
+    const arm = cells.find((c) => c.model === "arm")!;
+    expect(arm.figures.trait_rate?.mean).toBeCloseTo(2 / 3, 10);
+    // Questions 0 and 1 are the only ones both arms scored: (40 − 10 + 90 − 30) / 2 = 45.
+    const diff = differences.find((d) => d.metric === "mean_score")!;
+    expect(diff).toMatchObject({ model: "arm", reference: "base", interval: { mean: 45, questions: 2 } });
+    const warnings = summaryWarnings(cells);
+    expect(warnings).toContain("base / neutral / evil: only 2 independent questions (under 20); the intervals are unreliable");
+    expect(warnings.some((w) => w.startsWith("arm / neutral / evil: 1 of 4 answers unscored"))).toBe(true);
+  });
+
+  it("does not warn at 20 questions", () => {
+    const verdicts = Array.from({ length: 20 }, (_, q) => verdict("base", q, q));
+    expect(summaryWarnings(summarize(verdicts, "base", options).cells)).toEqual([]);
+  });
+});
