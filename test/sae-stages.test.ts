@@ -3,7 +3,7 @@ import { existsSync, readdirSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { resolveConfig, type ResolvedConfig } from "../src/config/load.ts";
+import { resolveConfig, userConfig, type ResolvedConfig } from "../src/config/load.ts";
 import { runPipeline, runStatus } from "../src/pipeline/runner.ts";
 import { REPO, readParquet, tempDir, writeJsonl } from "./helpers.ts";
 import { PLANTED, PLANTED_SYSTEM_PROMPT, writePlantedFixture, writePlantedSources } from "./planted.ts";
@@ -106,8 +106,7 @@ describe("SAE stages (planted signal, CPU sidecar)", () => {
   it("resumes from the finished shards after the run is killed mid-job", async () => {
     const config = await plantedProject({ model: { python_file: join(fixture, "planted_model.py"), python_options: { delay_s: 0.4 }, default_system_prompt: PLANTED_SYSTEM_PROMPT } });
     const configPath = join(config.runDir, "..", "pipeline.json");
-    const { configPath: _c, runDir: _r, sourceList: _s, ...plain } = config;
-    await writeFile(configPath, JSON.stringify(plain));
+    await writeFile(configPath, JSON.stringify(userConfig(config)));
     // Run the CLI in its own process group, and kill the whole group (CLI and sidecar) after the first shard.
     const child = spawn(process.execPath, [join(REPO, "bin", "inoculant.js"), "activations", configPath, "--run-dir", config.runDir], { detached: true, stdio: ["ignore", "ignore", "pipe"] });
     let childErr = "";

@@ -142,6 +142,12 @@ function checkLlmSections(config: PipelineConfig, arms: readonly ArmName[], wher
   if (problems.length > 0) throw new UserError(`${where}: invalid config:\n  ${problems.join("\n  ")}`);
 }
 
+/** The config as the user wrote it: the resolved paths and the run directory left out (they move with the files). */
+export function userConfig(config: ResolvedConfig): Omit<ResolvedConfig, "configPath" | "runDir" | "sourceList"> {
+  const { configPath: _c, runDir: _r, sourceList: _s, ...rest } = config;
+  return rest;
+}
+
 function formatOf(path: string, key: string, where: string): "jsonl" | "parquet" {
   const ext = extname(path).toLowerCase();
   if (ext === ".jsonl" || ext === ".json" || ext === ".ndjson") return "jsonl";

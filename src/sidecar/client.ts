@@ -4,7 +4,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Table } from "apache-arrow";
 import { UserError } from "../errors.ts";
-import { encodeFrame, FrameDecoder, ProtocolError, type Frame, type Header } from "./protocol.ts";
+import { encodeFrame, FrameDecoder, type Frame, type Header } from "./protocol.ts";
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
@@ -173,4 +173,3 @@ export class SidecarClient {
   }
 }
 
-export { ProtocolError };

@@ -1,6 +1,6 @@
 import { mkdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { ResolvedConfig } from "../config/load.ts";
+import { userConfig, type ResolvedConfig } from "../config/load.ts";
 import { ARMS, armRowsSql, type ArmDefinition, type ArmPrompt } from "../export/arms.ts";
 import { inoculatedMessagesSql, promptSql, type PromptPool } from "../export/inoculate-sql.ts";
 import { promptPools } from "../export/prompt-pools.ts";
@@ -147,6 +147,5 @@ function jsonLinesSelect(select: string): string {
 
 /** Hash of the config as the user wrote it (resolved paths and the run directory left out: they move). */
 export function configHash(config: ResolvedConfig): string {
-  const { configPath: _c, runDir: _r, sourceList: _s, ...rest } = config;
-  return hashValue(rest);
+  return hashValue(userConfig(config));
 }

@@ -1,5 +1,6 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { userConfig } from "../config/load.ts";
 import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
 import { collectReportData } from "../report/collect.ts";
 import { renderReport, REPORT_TEMPLATE } from "../report/render.ts";
@@ -22,10 +23,9 @@ export const reportStage: Stage = {
 };
 
 async function runReport({ config, store }: StageContext): Promise<StageOutcome> {
-  const { configPath: _c, runDir: _r, sourceList: _s, ...plain } = config;
   const data = await collectReportData(store, {
     title: config.name,
-    config: plain,
+    config: userConfig(config),
     flagRule: config.sae ? flagRule(config) : null,
     highlightShare: config.explain.share,
     contextsPerLatent: config.report.contexts_per_latent,

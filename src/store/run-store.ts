@@ -1,7 +1,7 @@
-import { mkdir, rename, rm } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
-import { exists, tempPathFor } from "../util/fs.ts";
+import { exists, writeAtomically } from "../util/fs.ts";
 import { sqlIdent, sqlString } from "./sql.ts";
 
 /** `disabled`: the config of the last run did not ask for the stage. */
@@ -121,15 +121,10 @@ export class RunStore {
     format: string,
     onProgress?: (percent: number) => void,
   ): Promise<number> {
-    const tmp = tempPathFor(path);
-    try {
+    return writeAtomically(path, async (tmp) => {
       const result = await this.runWithProgress(`COPY (${select}) TO ${sqlString(tmp)} (${format})`, onProgress);
-      await rename(tmp, path);
       return Number(result[0]?.Count ?? 0);
-    } catch (error) {
-      await rm(tmp, { force: true });
-      throw error;
-    }
+    });
   }
 
   /** Views named after each stage table, so `duckdb run.duckdb` can query every table by name. */
@@ -189,10 +184,6 @@ export class RunStore {
    */
   async checkpoint(): Promise<void> {
     await this.run("CHECKPOINT");
-  }
-
-  async deleteManifestEntry(stage: string): Promise<void> {
-    await this.run(`DELETE FROM manifest WHERE stage = ${sqlString(stage)}`);
   }
 
   private async ensureManifestTable(): Promise<void> {
