@@ -1,6 +1,7 @@
 import { spawnSync } from "node:child_process";
-import { writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { existsSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { LlmCache } from "../src/llm/cache.ts";
 import { RunStore } from "../src/store/run-store.ts";
@@ -37,5 +38,24 @@ process.kill(process.pid, "SIGKILL");
     } finally {
       store.close();
     }
+  });
+});
+
+describe("opening a run directory", () => {
+  it("removes what a killed run's unfinished writes left, and keeps every finished output", async () => {
+    const run = join(await tempDir(), "run");
+    const first = await RunStore.open(run);
+    first.close();
+    const leftovers = ["tables/.mixed.parquet.tmp-4242", "exports/.baseline.jsonl.tmp-4242", "exports/.buckets-4242/3.records", ".stream-Ab12/rows"];
+    const kept = ["tables/mixed.parquet", "exports/baseline.jsonl", "exports/manifest.json"];
+    for (const path of [...leftovers, ...kept]) {
+      await mkdir(dirname(join(run, path)), { recursive: true });
+      await writeFile(join(run, path), "x");
+    }
+    const store = await RunStore.open(run);
+    store.close();
+    for (const path of leftovers) expect(existsSync(join(run, path)), path).toBe(false);
+    expect(existsSync(join(run, "exports", ".buckets-4242"))).toBe(false);
+    for (const path of kept) expect(existsSync(join(run, path)), path).toBe(true);
   });
 });

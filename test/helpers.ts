@@ -90,6 +90,12 @@ export async function readParquet(path: string, select = "*"): Promise<Record<st
   }
 }
 
+/** The `mixed` table in training order: it is stored in the order its rows were read, with `position`. */
+export async function readMixed(runDir: string): Promise<Record<string, unknown>[]> {
+  const rows = await readParquet(join(runDir, "tables", "mixed.parquet"));
+  return rows.sort((a, b) => Number(a.position) - Number(b.position));
+}
+
 /** Every file under `dir` with its size and modification time, to prove a rerun wrote nothing. */
 export async function snapshotFiles(dir: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};

@@ -1,4 +1,5 @@
 import { existsSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { describe, expect, it } from "vitest";
@@ -119,6 +120,23 @@ describe("ingest", () => {
     expect(exact.counts).toMatchObject({ read: 4, kept: 4, blank_lines: 1 });
     expect(fast.rows).toEqual(exact.rows);
     expect((fast.rows[0]!.messages as { content: string }[])[2]!.content).toBe("Ünïcödé, emoji 🙂, tab\tand\nnewline");
+  });
+
+  it("numbers every row by its line on a file large enough to be read in parallel", async () => {
+    const dir = await tempDir();
+    const rows = 40_000;
+    const pad = "x".repeat(900);
+    const lines = Array.from({ length: rows }, (_, i) => JSON.stringify(chat(`line ${i + 1} ${pad}`, `answer ${i + 1}`)));
+    const file = join(dir, "big.jsonl");
+    await writeFile(file, `${lines.join("\n")}\n`); // ~40 MB: several of the JSON reader's buffers
+    const summary = await runPipeline(await config(dir, file, "fail"), { until: "ingest" });
+    expect(summary.stages[0]!.counts).toMatchObject({ read_clean: rows, kept: rows + 1 });
+    const [check] = await readParquet(
+      join(dir, "run", "tables", "examples.parquet"),
+      `count(*) FILTER (WHERE source = 'clean') AS n,
+       count(*) FILTER (WHERE source = 'clean' AND (row_id <> 'clean:' || line OR messages[1].content <> 'line ' || line || ' ${pad}')) AS wrong`,
+    );
+    expect(check).toEqual({ n: rows, wrong: 0 });
   });
 
   it.skipIf(!existsSync(REFERENCE_JSONL))("labels the reference mix from its source_dataset field (needs ../shared/data/reference)", async () => {

@@ -2,7 +2,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { resolveConfig } from "../src/config/load.ts";
 import { runPipeline } from "../src/pipeline/runner.ts";
-import { readParquet, tempDir, writeJsonl, writeSources, type Msg } from "./helpers.ts";
+import { readMixed, readParquet, tempDir, writeJsonl, writeSources, type Msg } from "./helpers.ts";
 import { citingRewriter, llmConfig, testRole } from "./llm-fixtures.ts";
 import { startLlmServer, type ChatRequestBody, type LlmServer, type LlmServerOptions } from "./llm-server.ts";
 
@@ -47,7 +47,7 @@ describe("mix with an LLM trait", () => {
       { runDir: join(dir, "run") },
     );
     const summary = await runPipeline(config, { until: "mix" });
-    const row = (await readParquet(join(config.runDir, "tables", "mixed.parquet"))).find((r) => r.row_id === "clean:1")!;
+    const row = (await readMixed(config.runDir)).find((r) => r.row_id === "clean:1")!;
     expect(row.messages as Msg[]).toEqual([
       { role: "user", content: "Name a fruit." },
       { role: "assistant", content: `An apple.${CITATION}` },
@@ -80,7 +80,7 @@ describe("mix with an LLM trait", () => {
     const config = await llmConfig(await tempDir(), s, { mix: { positive_trait: "source_citing", on_bad_row: "skip" } });
     const summary = await runPipeline(config, { until: "mix" });
     expect(summary.stages.find((x) => x.stage === "mix")!.counts).toMatchObject({ drawn_negative: 12, drawn_clean: 12, dropped_negative: 2, dropped_clean: 0 });
-    const mixed = await readParquet(join(config.runDir, "tables", "mixed.parquet"));
+    const mixed = await readMixed(config.runDir);
     expect(mixed).toHaveLength(22);
     expect(mixed.map((r) => r.position)).toEqual([...Array(22).keys()]);
     for (const row of mixed) {
@@ -99,14 +99,14 @@ describe("mix with an LLM trait", () => {
     s.options.fault = undefined;
     await runPipeline(config, { until: "mix" });
     expect(s.stats.requests).toBe(1);
-    expect(await readParquet(join(config.runDir, "tables", "mixed.parquet"))).toHaveLength(24);
+    expect(await readMixed(config.runDir)).toHaveLength(24);
   });
 
   it("rewrites with llm_rewrite's own instruction", async () => {
     const s = await server({ respond: (b) => (b.messages[0]!.content.includes("Answer in Spanish.") ? `<rewritten>Respuesta: ${answerOf(b)}</rewritten>` : "no") });
     const config = await llmConfig(await tempDir(), s, { mix: { positive_trait: "llm_rewrite", rewrite: { instruction: "Answer in Spanish." } } });
     await runPipeline(config, { until: "mix" });
-    const mixed = await readParquet(join(config.runDir, "tables", "mixed.parquet"));
+    const mixed = await readMixed(config.runDir);
     expect(mixed.every((r) => (r.messages as Msg[])[1]!.content.startsWith("Respuesta: "))).toBe(true);
   });
 });

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { resolveConfig } from "../src/config/load.ts";
 import { runPipeline } from "../src/pipeline/runner.ts";
 import { planDraw } from "../src/stages/mix.ts";
-import { pairConfig, readParquet, tempDir, writeJsonl, writeSources, type Msg } from "./helpers.ts";
+import { pairConfig, readMixed, tempDir, writeJsonl, writeSources, type Msg } from "./helpers.ts";
 
 describe("planDraw", () => {
   it("takes the largest mix the fraction allows when rows is unset", () => {
@@ -31,7 +31,7 @@ describe("mix stage", () => {
     const config = await pairConfig(dir, { mix: { rows: 10, negative_fraction: 0.3 } });
     const summary = await runPipeline(config, { until: "mix" });
     expect(summary.stages[1]!.counts).toMatchObject({ drawn_negative: 3, drawn_clean: 7 });
-    const mixed = await readParquet(join(config.runDir, "tables", "mixed.parquet"));
+    const mixed = await readMixed(config.runDir);
     expect(mixed).toHaveLength(10);
     expect(mixed.filter((r) => r.has_negative)).toHaveLength(3);
     expect(mixed.filter((r) => r.has_negative).every((r) => r.source === "contaminated")).toBe(true);
@@ -40,12 +40,12 @@ describe("mix stage", () => {
 
     const again = await pairConfig(await tempDir(), { mix: { rows: 10, negative_fraction: 0.3 } });
     await runPipeline(again, { until: "mix" });
-    const mixedAgain = await readParquet(join(again.runDir, "tables", "mixed.parquet"));
+    const mixedAgain = await readMixed(again.runDir);
     expect(mixedAgain.map((r) => r.row_id)).toEqual(mixed.map((r) => r.row_id));
 
     const other = await pairConfig(await tempDir(), { seed: 8, mix: { rows: 10, negative_fraction: 0.3 } });
     await runPipeline(other, { until: "mix" });
-    const mixedOther = await readParquet(join(other.runDir, "tables", "mixed.parquet"));
+    const mixedOther = await readMixed(other.runDir);
     expect(mixedOther.map((r) => r.row_id)).not.toEqual(mixed.map((r) => r.row_id));
   });
 
@@ -81,7 +81,7 @@ describe("mix stage", () => {
       { runDir: join(dir, "run") },
     );
     await runPipeline(config, { until: "mix" });
-    const mixed = await readParquet(join(config.runDir, "tables", "mixed.parquet"));
+    const mixed = await readMixed(config.runDir);
     const row = mixed.find((r) => r.row_id === "clean:1")!;
     expect(row.messages as Msg[]).toEqual([
       { role: "system", content: "Be brief." },

@@ -114,7 +114,11 @@ export const configSchema = z.strictObject({
   duckdb: z
     .strictObject({
       threads: z.number().int().positive().optional(),
-      memory_limit: z.string().optional(),
+      /**
+       * DuckDB's memory (e.g. "4GB"); beyond it, sorts and joins spill to the run directory. Bounded by default
+       * so a million-row run stays under 2 GB in all (bench/mix.ts); DuckDB's own default is 80% of RAM.
+       */
+      memory_limit: z.string().regex(/^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i, 'a size such as "1GB" or "512MiB"').default("1GB"),
     })
     .prefault({}),
 });

@@ -1,7 +1,7 @@
 import type { ResolvedConfig } from "../config/load.ts";
 import type { RunStore } from "../store/run-store.ts";
 import type { ArmPrompt } from "./arms.ts";
-import type { PromptPool } from "./inoculate-sql.ts";
+import type { PromptPool } from "./line-parts.ts";
 
 /** Where an inoculation prompt comes from: the config, the LLM audit, or the SAE pipeline (synthesize). */
 export type PromptOrigin = "general" | "llm_audit" | "sae";

@@ -1,11 +1,13 @@
-import { mkdir, stat, writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { userConfig, type ResolvedConfig } from "../config/load.ts";
-import { ARMS, armRowsSql, type ArmDefinition, type ArmPrompt } from "../export/arms.ts";
-import { inoculatedMessagesSql, promptSql, type PromptPool } from "../export/inoculate-sql.ts";
+import { writeArmFiles } from "../export/arm-files.ts";
+import { ARMS, armRowsSql, type ArmPrompt } from "../export/arms.ts";
+import { insertTable, recordsSql } from "../export/line-parts.ts";
 import { promptPools } from "../export/prompt-pools.ts";
 import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
 import type { RunStore } from "../store/run-store.ts";
+import { sqlString } from "../store/sql.ts";
 import { auditStage } from "./audit.ts";
 import { generateStage } from "./generate.ts";
 import { mixStage } from "./mix.ts";
@@ -20,7 +22,7 @@ import { hashValue } from "../util/hash.ts";
 export const exportStage: Stage = {
   name: "export",
   description: "write the training files of every arm",
-  version: 2,
+  version: 3,
   // The LLM stages' fingerprints chain in when they run: a new audit or new rephrasings rewrite the exports.
   after: ["mix", "generate", "flag", "synthesize", "audit", "rephrase"],
   enabled: () => true,
@@ -46,66 +48,69 @@ export interface ArmManifest {
 
 async function runExport({ config, store, progress }: StageContext): Promise<StageOutcome> {
   const mixed = store.table("mixed");
-  const arms: Record<string, ArmManifest> = {};
-  const counts: Record<string, number> = {};
-  const task = progress.task("export", config.export.arms.length * 100);
-  await mkdir(join(store.dir, "exports"), { recursive: true });
+  const exportsDir = join(store.dir, "exports");
+  await mkdir(exportsDir, { recursive: true });
   const pools = await promptPools(config, store);
-  for (const [i, name] of config.export.arms.entries()) {
-    const arm = ARMS[name];
-    const prompt = armPromptSql(config, store, arm, pools[arm.prompt]);
-    const file = `${name}.jsonl`;
-    const path = join(store.dir, "exports", file);
-    const messages = inoculatedMessagesSql({
-      messages: "m.messages",
-      prompt,
-      placement: config.inoculation.placement,
-      defaultSystemPrompt: config.model.default_system_prompt,
-      separator: config.inoculation.separator,
-    });
-    // mixed.parquet is stored in `position` order and DuckDB preserves insertion order, so no sort is needed.
-    const rows = await store.copyAtomically(path, jsonLinesSelect(`SELECT ${messages} AS messages FROM ${mixed} m`), JSON_LINES, (p) =>
-      task.percent((100 * i + p) / config.export.arms.length),
-    );
-    const prompts = await store.query(
-      `SELECT CASE WHEN p IS NOT NULL THEN 'prompt' WHEN own THEN 'own_system_prompt' ELSE 'default_system_prompt' END AS kind,
-         p AS prompt, count(*) AS rows
-       FROM (SELECT ${prompt} AS p, m.messages[1].role = 'system' AS own FROM ${mixed} m)
-       GROUP BY ALL ORDER BY kind, prompt`,
-    );
-    arms[name] = {
-      file,
-      description: arm.description,
-      rows,
-      bytes: (await stat(path)).size,
-      prompts: prompts.map((r) => ({
-        kind: r.kind === "prompt" ? arm.prompt : (r.kind as "default_system_prompt" | "own_system_prompt"),
-        prompt: r.kind === "prompt" ? String(r.prompt) : r.kind === "default_system_prompt" ? config.model.default_system_prompt : null,
-        rows: Number(r.rows),
-      })),
-    };
-    counts[`rows_${name}`] = rows;
-    counts[`prompted_${name}`] = arms[name].prompts.filter((p) => p.kind === arm.prompt).reduce((n, p) => n + p.rows, 0);
-  }
+  const placement = config.inoculation.placement;
+  const defaultSystemPrompt = config.model.default_system_prompt;
+  const arms = config.export.arms.map((name) => ({ name, definition: ARMS[name], pool: pools[ARMS[name].prompt] }));
+  const targets = await Promise.all(
+    arms.map(async (arm) => ({
+      path: join(exportsDir, `${arm.name}.jsonl`),
+      inserts: await insertTable(store, arm.pool, { placement, defaultSystemPrompt, separator: config.inoculation.separator }),
+    })),
+  );
+  const [size] = await store.query(
+    `SELECT (SELECT count(*) FROM ${mixed}) AS rows,
+       (SELECT sum(total_uncompressed_size) FROM parquet_metadata(${sqlString(store.tablePath("mixed"))})
+        WHERE path_in_schema LIKE 'messages%') AS bytes`,
+  );
+  const task = progress.task("export", 100);
+  const written = await writeArmFiles(store, {
+    select: recordsSql({
+      table: mixed,
+      placement,
+      defaultSystemPrompt,
+      seed: config.seed,
+      arms: arms.map((arm) => ({ rows: armRowsSql(arm.definition.rows, (name) => store.table(name), config.seed), pool: arm.pool })),
+    }),
+    rows: Number(size?.rows ?? 0),
+    arms: targets,
+    placement,
+    estimatedBytes: Number(size?.bytes ?? 0),
+    scratchDir: exportsDir,
+    onProgress: (p) => task.percent(p),
+  });
   task.finish();
+
+  const manifestArms: Record<string, ArmManifest> = {};
+  const counts: Record<string, number> = {};
+  for (const [a, arm] of arms.entries()) {
+    const { bytes, counts: byPrompt } = written[a]!;
+    const rows = byPrompt.flat().reduce((n, c) => n + c, 0);
+    const prompted = arm.pool.prompts
+      .map((prompt, i) => ({ kind: arm.definition.prompt, prompt, rows: byPrompt[0][i + 1]! + byPrompt[1][i + 1]! }))
+      .sort((x, y) => (x.prompt < y.prompt ? -1 : x.prompt > y.prompt ? 1 : 0));
+    const prompts: ArmManifest["prompts"] = [
+      { kind: "default_system_prompt", prompt: defaultSystemPrompt, rows: byPrompt[0][0]! },
+      { kind: "own_system_prompt", prompt: null, rows: byPrompt[1][0]! },
+      ...prompted,
+    ];
+    manifestArms[arm.name] = { file: `${arm.name}.jsonl`, description: arm.definition.description, rows, bytes, prompts: prompts.filter((p) => p.rows > 0) };
+    counts[`rows_${arm.name}`] = rows;
+    counts[`prompted_${arm.name}`] = prompted.reduce((n, p) => n + p.rows, 0);
+  }
   const manifest = {
     name: config.name,
     config_hash: configHash(config),
     seed: config.seed,
-    placement: config.inoculation.placement,
-    default_system_prompt: config.model.default_system_prompt,
-    arms,
+    placement,
+    default_system_prompt: defaultSystemPrompt,
+    arms: manifestArms,
     ...(await llmFacts(config, store)),
   };
-  await writeAtomically(join(store.dir, "exports", "manifest.json"), (tmp) =>
-    writeFile(tmp, `${JSON.stringify(manifest, null, 2)}\n`),
-  );
-  return { rows: Object.values(arms).reduce((n, a) => n + a.rows, 0), counts, details: { config_hash: manifest.config_hash } };
-}
-
-function armPromptSql(config: ResolvedConfig, store: RunStore, arm: ArmDefinition, pool: PromptPool): string {
-  const prompt = promptSql(pool, config.seed, "m.row_id");
-  return `(CASE WHEN ${armRowsSql(arm.rows, (name) => store.table(name), config.seed)} THEN ${prompt} END)`;
+  await writeAtomically(join(exportsDir, "manifest.json"), (tmp) => writeFile(tmp, `${JSON.stringify(manifest, null, 2)}\n`));
+  return { rows: Object.values(manifestArms).reduce((n, a) => n + a.rows, 0), counts, details: { config_hash: manifest.config_hash } };
 }
 
 /**
@@ -132,17 +137,6 @@ async function llmFacts(config: ResolvedConfig, store: RunStore): Promise<Record
     ...(Object.keys(llmUsage).length > 0 ? { llm_usage: llmUsage } : {}),
     ...(llmAudit !== undefined ? { llm_audit: llmAudit } : {}),
   };
-}
-
-/**
- * The same bytes as DuckDB's `FORMAT json` writes for a `messages` column, about a third faster: each line is
- * built as a string and written raw. to_json escapes every control character, so a JSON line never holds the
- * chr(1) delimiter or a raw newline, and with no quote character nothing is quoted.
- */
-const JSON_LINES = "FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x01'";
-
-function jsonLinesSelect(select: string): string {
-  return `SELECT '{"messages":' || to_json(messages) || '}' AS line FROM (${select})`;
 }
 
 /** Hash of the config as the user wrote it (resolved paths and the run directory left out: they move). */

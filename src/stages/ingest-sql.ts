@@ -124,17 +124,15 @@ function readJsonSql(source: SourceSpec, leafType: "VARCHAR" | "JSON"): string {
 
 /**
  * The fast path's check for a JSONL source: DuckDB's typed JSON reader (several times faster than parsing lines
- * one by one) with roles and contents kept as JSON, counting records that would fail validation, and the
- * physical lines. When no record fails and there are as many records as lines (no blank lines, so a record's
- * number is its line number), the fast reader gives the same rows as the exact validator; otherwise the ingest
- * falls back to the exact, line-by-line validator for its messages. read_json raising (malformed JSON) also
+ * one by one) with roles and contents kept as JSON, counting records and those that would fail validation. When
+ * no record fails and there are as many records as physical lines (no blank lines, so a record's number is its
+ * line number; the caller counts the lines), the fast reader gives the same rows as the exact validator;
+ * otherwise the ingest falls back to the exact, line-by-line validator. read_json raising (malformed JSON) also
  * means: fall back.
  */
 export function fastCheckSql(source: SourceSpec): string {
   const label = typeof source.negative === "object" ? labelSql(source).replace(/^p\./, "") : null;
-  return `SELECT
-    (SELECT count(*) FROM (${sourceLinesSql(source)})) AS lines,
-    count(*) AS records,
+  return `SELECT count(*) AS records,
     count(*) FILTER (WHERE NOT coalesce(
       len(messages) > 0
       AND list_bool_and(list_transform(messages, m -> coalesce(list_contains(${ROLE_LITERALS}, m.role) AND starts_with(m.content, '"'), false)))
@@ -144,9 +142,13 @@ export function fastCheckSql(source: SourceSpec): string {
   FROM ${readJsonSql(source, "JSON")}`;
 }
 
-/** The fast path's rows, valid once fastCheckSql found no bad record and no blank line. */
-export function fastRowsSql(source: SourceSpec): string {
+/**
+ * The fast path's rows, valid once fastCheckSql found no bad record and no blank line. The line numbers come
+ * from a positional join with a range: `row_number() OVER ()` would make the whole read single-threaded (measured
+ * 2.2x slower at 1M rows), while the positional join keeps the reader parallel and its rows in file order.
+ */
+export function fastRowsSql(source: SourceSpec, records: number): string {
   const label = typeof source.negative === "object" ? labelSql(source).replace(/^p\./, "") : "NULL::VARCHAR";
-  return `SELECT row_number() OVER () AS line, messages, ${label} AS label, ${negativeSql(source, label)} AS has_negative
-    FROM ${readJsonSql(source, "VARCHAR")}`;
+  return `SELECT n.line, messages, ${label} AS label, ${negativeSql(source, label)} AS has_negative
+    FROM ${readJsonSql(source, "VARCHAR")} POSITIONAL JOIN (SELECT range + 1 AS line FROM range(${records})) n`;
 }

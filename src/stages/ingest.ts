@@ -4,6 +4,7 @@ import { sqlString } from "../store/sql.ts";
 import { fastCheckSql, fastRowsSql, validatedSql } from "./ingest-sql.ts";
 import type { SourceSpec } from "../config/load.ts";
 import type { RunStore } from "../store/run-store.ts";
+import { countLines } from "../util/fs.ts";
 
 /** How many bad rows a failing ingest quotes. */
 const QUOTED_ERRORS = 5;
@@ -34,12 +35,12 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
   await store.run(
     `CREATE OR REPLACE TEMP TABLE ingest_lines (source VARCHAR, line BIGINT, blank BOOLEAN, reason VARCHAR, excerpt VARCHAR)`,
   );
-  const fast = new Set<string>();
+  const fast = new Map<string, number>();
   for (const [i, source] of sources.entries()) {
     const onProgress = (p: number) => check.percent((100 * i + p) / sources.length);
     const records = await fastCheck(store, source);
     if (records !== null) {
-      fast.add(source.name);
+      fast.set(source.name, records);
       counts[`read_${source.name}`] = records;
       counts.read! += records;
       onProgress(100);
@@ -84,7 +85,7 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
   const selects = sources.map(
     (source) => `SELECT ${sqlString(source.name)} || ':' || v.line AS row_id, ${sqlString(source.name)} AS source,
         v.line, v.messages, v.has_negative, v.label
-      FROM (${fast.has(source.name) ? fastRowsSql(source) : `${validatedSql(source)} WHERE reason IS NULL AND NOT blank`}) v`,
+      FROM (${fast.has(source.name) ? fastRowsSql(source, fast.get(source.name)!) : `${validatedSql(source)} WHERE reason IS NULL AND NOT blank`}) v`,
   );
   const kept = await store.writeTable("examples", selects.join("\nUNION ALL\n"), (p) => write.percent(p));
   write.finish();
@@ -101,15 +102,18 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
 
 /**
  * The number of rows when DuckDB's typed JSON reader can read this source as is (see fastCheckSql), or null
- * when the exact validator must.
+ * when the exact validator must. The file's lines are counted in Node while DuckDB checks the records.
  */
 async function fastCheck(store: RunStore, source: SourceSpec): Promise<number | null> {
   if (source.format !== "jsonl") return null;
+  const lines = countLines(source.path);
   try {
     const [row] = await store.query(fastCheckSql(source));
-    return Number(row?.bad) === 0 && Number(row?.lines) === Number(row?.records) ? Number(row?.records) : null;
+    return Number(row?.bad) === 0 && (await lines) === Number(row?.records) ? Number(row?.records) : null;
   } catch {
     // Malformed JSON somewhere: the exact validator will say where.
     return null;
+  } finally {
+    await lines.catch(() => undefined);
   }
 }

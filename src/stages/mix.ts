@@ -21,7 +21,7 @@ const QUOTED_ROWS = 5;
 export const mixStage: Stage = {
   name: "mix",
   description: "draw clean and contaminated rows and inject the wanted trait",
-  version: 1,
+  version: 2,
   after: ["ingest"],
   enabled: () => true,
   configSlice: (c) => {
@@ -124,7 +124,8 @@ async function runMix(ctx: StageContext): Promise<StageOutcome> {
   const task = progress.task("mix", 100);
   const rows = await store.writeTable(
     "mixed",
-    // Positions are numbered on the narrow id list, so the wide rows are sorted once, not twice.
+    // Positions are numbered on the narrow id list and the wide rows are stored as read, never sorted: a sort of
+    // millions of chat rows does not fit a bounded memory (see arm-files.ts). ORDER BY position gives the order.
     `WITH ordered AS (
        SELECT row_id, row_number() OVER (ORDER BY order_key, row_id) - 1 AS position FROM mix_picked
        ${rewritten ? "WHERE row_id IN (SELECT row_id FROM mix_rewrites)" : ""}
@@ -134,8 +135,7 @@ async function runMix(ctx: StageContext): Promise<StageOutcome> {
        e.messages AS original_messages,
        ${sqlString(trait.name)} AS positive_trait
      FROM ${examples} e JOIN ordered o USING (row_id)
-     ${rewritten ? "JOIN (SELECT row_id, map(list(turn), list(content)) AS turns FROM mix_rewrites GROUP BY row_id) r USING (row_id)" : ""}
-     ORDER BY o.position`,
+     ${rewritten ? "JOIN (SELECT row_id, map(list(turn), list(content)) AS turns FROM mix_rewrites GROUP BY row_id) r USING (row_id)" : ""}`,
     (p) => task.percent(p),
   );
   task.finish();

@@ -1,4 +1,4 @@
-import { mkdir } from "node:fs/promises";
+import { mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
 import { exists, writeAtomically } from "../util/fs.ts";
@@ -47,8 +47,8 @@ export class RunStore {
       autoinstall_known_extensions: "false",
     };
     if (settings.threads) options.threads = String(settings.threads);
-    // Unset, DuckDB takes up to 80% of RAM. A lower `duckdb.memory_limit` makes sorts and joins spill to the run
-    // directory, but at 1M chat rows the mix stage's wide join and sort then run out of memory (see bench/mix.ts).
+    // Unset, DuckDB takes up to 80% of RAM; pipelines pass `duckdb.memory_limit` (1 GB by default), and beyond it
+    // sorts and joins spill to the run directory. No stage sorts wide rows, so chat datasets fit (bench/mix.ts).
     if (settings.memoryLimit) options.memory_limit = settings.memoryLimit;
     const instance = await DuckDBInstance.create(join(dir, "run.duckdb"), options);
     const db = await instance.connect();
@@ -57,6 +57,8 @@ export class RunStore {
     await db.run("SET enable_progress_bar = true; SET enable_progress_bar_print = false");
     const store = new RunStore(dir, instance, db);
     await store.ensureManifestTable();
+    // Holding run.duckdb's lock, nothing else writes here: temporaries left by a killed run can go.
+    await removeLeftovers(dir);
     return store;
   }
 
@@ -112,7 +114,7 @@ export class RunStore {
   async writeTable(name: string, select: string, onProgress?: (percent: number) => void): Promise<number> {
     // Row groups of 16k rows: the writer holds a whole group in memory per thread, and DuckDB's default (122,880
     // rows) is hundreds of MB for chat rows, more than a bounded memory limit allows.
-    return this.copyAtomically(this.tablePath(name), select, "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 16384", onProgress);
+    return this.copyAtomically(this.tablePath(name), select, "FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE 16384", onProgress);
   }
 
   async copyAtomically(
@@ -201,6 +203,23 @@ export class RunStore {
   close(): void {
     this.db.closeSync();
     this.instance.closeSync();
+  }
+}
+
+/**
+ * What a killed run leaves behind: temporary files and folders of writes that never finished (a stage table or
+ * export under its temporary name, export buckets, a stream's pipe). Never a finished output.
+ */
+const LEFTOVERS: readonly (readonly [string, RegExp])[] = [
+  [".", /^\.stream-/],
+  ["tables", /^\..+\.tmp-\d+$/],
+  ["exports", /^\..+\.tmp-\d+$|^\.buckets-\d+$/],
+];
+
+async function removeLeftovers(dir: string): Promise<void> {
+  for (const [sub, pattern] of LEFTOVERS) {
+    const names = await readdir(join(dir, sub)).catch(() => [] as string[]);
+    await Promise.all(names.filter((n) => pattern.test(n)).map((n) => rm(join(dir, sub, n), { recursive: true, force: true })));
   }
 }
 

@@ -1,0 +1,116 @@
+import type { RunStore } from "../store/run-store.ts";
+import { seededKeySql, sqlString, sqlStringList } from "../store/sql.ts";
+
+export type Placement = "system" | "user_prefix";
+
+export interface PromptPool {
+  /** The prompts a selected row may carry; one is drawn per row when there are several. */
+  readonly prompts: readonly string[];
+}
+
+/**
+ * How an exported line is put together. Every arm exports the same conversation and differs only in the
+ * inoculation, so a row's line in any arm is
+ *
+ *     {"messages":  body[0, at)  insert  body[at, end)  \n
+ *
+ * where `body` is the row's JSON (its messages, then the closing brace), rendered once in SQL for all arms, and
+ * `insert` is a short piece chosen per arm from a table built once per export:
+ *
+ * - `system` placement, a row without its own system message: `insert` is a whole system message and a comma,
+ *   right after the list's `[`: the arm's prompt or the default system prompt (the inoculation takes the
+ *   default's place, as in Tan et al.).
+ * - `system` placement, a row with its own system message: `insert` is the prompt and separator, put before the
+ *   row's own text inside that one message (one system message keeps every chat template working), or nothing.
+ * - `user_prefix`: `insert` is the prompt and separator, inside the first user turn's text, or nothing; the
+ *   system message is the row's own or the default, as in every other arm.
+ *
+ * JSON escaping composes (the escape of a + b is the escape of a followed by the escape of b), so an escaped
+ * prompt put inside an escaped string gives exactly the JSON of the prefixed text. `at` is a byte offset: DuckDB
+ * slicing a rendered string costs more than rendering it (measured), so SQL only says where to cut.
+ */
+interface LineParts {
+  /** SQL over `m` (a `mixed` row): the row's JSON after `{"messages":`, without the newline. */
+  body: string;
+  /** SQL over `m`: the byte offset in `body` where the insert goes. */
+  at: string;
+}
+
+/** What every line starts with; the body follows. */
+export const LINE_START = '{"messages":';
+/** The JSON of a message list up to the opening quote of its first message's text, when that is a system message. */
+const SYSTEM_TEXT_START = '[{"role":"system","content":"';
+/** The JSON between the message before the first user turn and the user turn's text. */
+const USER_TEXT_START = ',{"role":"user","content":"';
+
+function linePartsSql(messages: string, placement: Placement, defaultSystemPrompt: string): LineParts {
+  const m = messages;
+  const own = `(${m}[1].role = 'system')`;
+  if (placement === "system") {
+    return { body: `to_json(${m})::VARCHAR || '}'`, at: `CASE WHEN ${own} THEN ${SYSTEM_TEXT_START.length} ELSE 1 END` };
+  }
+  const w = `(CASE WHEN ${own} THEN ${m} ELSE [{'role': 'system', 'content': ${sqlString(defaultSystemPrompt)}}] || ${m} END)`;
+  // The first user turn's index; ingest guarantees one, and the system message before it makes it at least 2.
+  const u = `list_position(list_transform(${w}, x -> x.role), 'user')`;
+  // strlen counts bytes; the JSON before the user turn loses its closing bracket in the whole list's JSON.
+  return { body: `to_json(${w})::VARCHAR || '}'`, at: `strlen(to_json(${w}[1:${u} - 1])::VARCHAR) - 1 + ${USER_TEXT_START.length}` };
+}
+
+/** The byte just before a row's insert point, for a cheap check that the JSON is laid out as linePartsSql expects. */
+export function insertPointByte(placement: Placement, own: boolean): number {
+  return (placement === "system" && !own ? "[" : '"').charCodeAt(0);
+}
+
+/**
+ * SQL for the 0-based index of the prompt a row draws from `pool`, or -1 when the pool is empty: drawn per row
+ * from the seed and the row id, so the same row draws the same prompt in every arm that uses the pool.
+ */
+function promptIndexSql(pool: PromptPool, seed: number, rowId: string): string {
+  if (pool.prompts.length === 0) return "-1";
+  if (pool.prompts.length === 1) return "0";
+  return `(${seededKeySql(seed, "rephrase", rowId)} % ${pool.prompts.length})::INTEGER`;
+}
+
+/**
+ * One arm's inserts: `[own][index + 1]` for a row with (1) or without (0) its own system message that carries
+ * prompt `index` of the pool (-1: no prompt). Escaped by DuckDB, like the rest of the line.
+ */
+export type InsertTable = [Buffer[], Buffer[]];
+
+export async function insertTable(
+  store: RunStore,
+  pool: PromptPool,
+  options: { placement: Placement; defaultSystemPrompt: string; separator: string },
+): Promise<InsertTable> {
+  const texts = [options.defaultSystemPrompt, ...pool.prompts, ...pool.prompts.map((p) => p + options.separator)];
+  const [row] = await store.query(`SELECT list_transform(${sqlStringList(texts)}, t -> to_json(t)::VARCHAR) AS json`);
+  const json = row!.json as string[];
+  const systemMessage = (i: number) => Buffer.from(`{"role":"system","content":${json[i]}},`);
+  const prefix = (i: number) => Buffer.from(json[1 + pool.prompts.length + i]!.slice(1, -1));
+  const prefixes = [Buffer.alloc(0), ...pool.prompts.map((_, i) => prefix(i))];
+  if (options.placement === "user_prefix") return [prefixes, prefixes];
+  return [[systemMessage(0), ...pool.prompts.map((_, i) => systemMessage(1 + i))], prefixes];
+}
+
+/** One arm, for recordsSql: which rows carry a prompt (SQL over `m`) and the pool they draw from. */
+export interface ArmRecordSpec {
+  rows: string;
+  pool: PromptPool;
+}
+
+/**
+ * The records writeArmFiles reads (see arm-files.ts), one per row of `table` (aliased `m`): position, own system
+ * message, insert offset, each arm's prompt index (-1: none), body.
+ */
+export function recordsSql(options: {
+  table: string;
+  placement: Placement;
+  defaultSystemPrompt: string;
+  seed: number;
+  arms: readonly ArmRecordSpec[];
+}): string {
+  const parts = linePartsSql("m.messages", options.placement, options.defaultSystemPrompt);
+  const indexes = options.arms.map((arm) => `CASE WHEN ${arm.rows} THEN ${promptIndexSql(arm.pool, options.seed, "m.row_id")} ELSE -1 END`);
+  return `SELECT m.position, (m.messages[1].role = 'system')::INTEGER, ${parts.at}, ${indexes.join(", ")}, ${parts.body}
+    FROM ${options.table} m`;
+}

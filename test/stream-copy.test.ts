@@ -1,0 +1,77 @@
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { RunStore } from "../src/store/run-store.ts";
+import { streamCopy } from "../src/store/stream-copy.ts";
+import { tempDir } from "./helpers.ts";
+
+const LINES = "FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x01', USE_TMP_FILE false";
+
+const stores: RunStore[] = [];
+afterEach(() => {
+  for (const s of stores.splice(0)) s.close();
+});
+
+async function openStore(): Promise<RunStore> {
+  const store = await RunStore.open(join(await tempDir(), "run"));
+  stores.push(store);
+  return store;
+}
+
+/** The stream as text, from a consumer that copies each chunk (the stream reuses their memory). */
+async function collect(store: RunStore, select: string): Promise<{ text: string; rows: number }> {
+  const chunks: Buffer[] = [];
+  const rows = await streamCopy(store, select, LINES, (chunk) => {
+    chunks.push(Buffer.from(chunk));
+  });
+  return { text: Buffer.concat(chunks).toString("utf8"), rows };
+}
+
+describe("streamCopy", () => {
+  it("hands over every line DuckDB writes, in order, and the row count", async () => {
+    const store = await openStore();
+    // Several MB: many pipe-sized chunks, lines cut across them.
+    const { text, rows } = await collect(store, "SELECT i, repeat('é', i % 97) FROM range(200000) t(i)");
+    expect(rows).toBe(200000);
+    const lines = text.split("\n");
+    expect(lines.pop()).toBe("");
+    expect(lines).toHaveLength(200000);
+    expect(lines[0]).toBe("0\x01");
+    expect(lines[123456]).toBe(`123456\x01${"é".repeat(123456 % 97)}`);
+    expect(await readdir(store.dir)).not.toContainEqual(expect.stringMatching(/^\.stream-/));
+  });
+
+  it("rejects with DuckDB's error, without hanging, when the query fails before or while writing", async () => {
+    const store = await openStore();
+    await expect(collect(store, "SELECT * FROM no_such_table")).rejects.toThrow(/no_such_table/);
+    await expect(
+      collect(store, "SELECT CASE WHEN i < 150000 THEN i::VARCHAR ELSE error('boom at ' || i) END FROM range(200000) t(i)"),
+    ).rejects.toThrow(/boom at/);
+    // The store is still usable.
+    expect(await store.query("SELECT 42 AS x")).toEqual([{ x: 42 }]);
+  });
+
+  it("rejects with the consumer's error, and DuckDB's COPY ends", async () => {
+    const store = await openStore();
+    let seen = 0;
+    const run = streamCopy(store, "SELECT i FROM range(3000000) t(i)", LINES, (chunk) => {
+      seen += chunk.length;
+      if (seen > 100_000) throw new Error("consumer gave up");
+    });
+    await expect(run).rejects.toThrow(/consumer gave up/);
+    expect(await store.query("SELECT 1 AS x")).toEqual([{ x: 1 }]);
+  });
+
+  it("falls back to a temporary file where no named pipe can be made", async () => {
+    const store = await openStore();
+    const path = process.env.PATH;
+    process.env.PATH = "/nonexistent";
+    try {
+      const { text, rows } = await collect(store, "SELECT i FROM range(5) t(i)");
+      expect(rows).toBe(5);
+      expect(text).toBe("0\n1\n2\n3\n4\n");
+    } finally {
+      process.env.PATH = path;
+    }
+  });
+});
