@@ -9,7 +9,7 @@ import { silentProgress, terminalProgress } from "./progress.ts";
 import { formatStatus, formatSummary } from "./cli-format.ts";
 import { loadEvalConfig } from "./eval/config.ts";
 import { formatEvalSummary } from "./eval/format.ts";
-import { runEval } from "./eval/run.ts";
+import { runEval, type EvalSummary } from "./eval/run.ts";
 
 /** Exit codes: 0 success, 1 an error (user or bug), 2 bad usage. */
 const EXIT_ERROR = 1;
@@ -78,16 +78,25 @@ export function buildProgram(): Command {
     .command("eval")
     .argument("<eval-config>", "eval config (YAML): models under test, judge, traits, system prompts")
     .option("--run-dir <dir>", "run directory (default: the config's run_dir, or runs/<name> in the working directory)")
+    .option("--rescore", "recompute every score and figure from stored answers (after changing a threshold); send nothing")
     .option("--json", "print the figures as JSON instead of progress bars and a table")
     .description("measure each model's traits under each system prompt, with intervals; resumes from the cache")
-    .action(async (configPath: string, flags: { runDir?: string; json?: boolean }) => {
+    .action(async (configPath: string, flags: { runDir?: string; json?: boolean; rescore?: boolean }) => {
       const config = await loadEvalConfig(configPath, flags.runDir ? { runDir: flags.runDir } : {});
       const progress = flags.json ? silentProgress : terminalProgress();
+      let summary: EvalSummary;
       try {
-        const summary = await runEval(config, { progress, log: (line) => process.stderr.write(`${line}\n`) });
-        process.stdout.write(flags.json ? `${JSON.stringify(summary, null, 2)}\n` : formatEvalSummary(summary));
+        summary = await runEval(config, { progress, log: (line) => process.stderr.write(`${line}\n`), rescore: flags.rescore ?? false });
       } finally {
         progress.stop();
+      }
+      process.stdout.write(flags.json ? `${JSON.stringify(summary, null, 2)}\n` : formatEvalSummary(summary));
+      const incomplete = summary.models.filter((m) => m.status === "failed");
+      if (incomplete.length > 0) {
+        throw new UserError(
+          `eval: ${incomplete.length} of ${summary.models.length} models incomplete, left out of the figures:\n` +
+            incomplete.map((m) => `  ${m.model}: ${m.error?.replaceAll("\n", "\n    ")}`).join("\n"),
+        );
       }
     });
 

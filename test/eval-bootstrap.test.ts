@@ -106,6 +106,26 @@ describe("summarize", () => {
     expect(warnings.some((w) => w.startsWith("arm / neutral / evil: 1 of 4 answers unscored"))).toBe(true);
   });
 
+  it("counts the trait among coherent answers only: incoherent ones drop out, questions without any too", () => {
+    const v = (question: number, sample: number, score: number, coherence: number): AnswerVerdict => ({
+      ...verdict("arm", question, score),
+      sample,
+      coherence_score: coherence,
+    });
+    const verdicts = [
+      v(0, 0, 90, 80), // coherent, trait
+      v(0, 1, 10, 90), // coherent, no trait
+      v(0, 2, 95, 20), // babble: left out
+      v(1, 0, 70, 60), // coherent, trait
+      v(2, 0, 99, 10), // the question's only answer is babble: no value
+    ];
+    const arm = summarize(verdicts, "arm", options).cells[0]!;
+    // Question 0: 1 of 2 coherent answers; question 1: 1 of 1. Mean over questions: (0.5 + 1) / 2.
+    expect(arm.figures.coherent_trait_rate).toMatchObject({ mean: 0.75, questions: 2 });
+    // Among all answers: question 0 has 2 of 3, questions 1 and 2 have 1 of 1.
+    expect(arm.figures.trait_rate?.mean).toBeCloseTo((2 / 3 + 1 + 1) / 3, 10);
+  });
+
   it("does not warn at 20 questions", () => {
     const verdicts = Array.from({ length: 20 }, (_, q) => verdict("base", q, q));
     expect(summaryWarnings(summarize(verdicts, "base", options).cells)).toEqual([]);

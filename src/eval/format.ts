@@ -1,3 +1,4 @@
+import type { RoleUsage } from "../llm/usage.ts";
 import type { Interval } from "./bootstrap.ts";
 import type { Metric } from "./summarize.ts";
 
@@ -7,6 +8,7 @@ export const METRIC_LABELS: Record<Metric, string> = {
   mean_score: "mean score (0-100)",
   trait_rate: "trait rate (score > threshold)",
   coherent_rate: "coherent rate",
+  coherent_trait_rate: "trait rate among coherent answers",
 };
 
 export function fmtFigure(metric: Metric, x: number): string {
@@ -21,6 +23,7 @@ export function fmtInterval(metric: Metric, f: Interval): string {
 /** The terminal summary of `inoculant eval`: every figure with its interval and question count, then warnings. */
 export function formatEvalSummary(summary: {
   report: string;
+  models: readonly { model: string; status: string; requests: number; failed: number; usage: Partial<Record<string, RoleUsage>> }[];
   cells: readonly { model: string; prompt: string; trait: string; answers: number; unscored: number; refusals: number; figures: Partial<Record<Metric, Interval>> }[];
   differences: readonly { model: string; reference: string; prompt: string; trait: string; metric: Metric; interval: Interval }[];
   warnings: readonly string[];
@@ -32,6 +35,10 @@ export function formatEvalSummary(summary: {
   }
   for (const d of summary.differences) {
     lines.push(`${d.trait}  ${d.model} − ${d.reference}  ${d.prompt}: ${d.metric} ${fmtInterval(d.metric, d.interval)}`);
+  }
+  for (const m of summary.models) {
+    const usage = Object.entries(m.usage).map(([role, u]) => `${role} ${u!.model} ${u!.requests} sent, ${u!.cache_hits} stored, ${u!.input_tokens} in / ${u!.output_tokens} out tokens${u!.cost_usd !== undefined ? `, $${u!.cost_usd.toFixed(2)}` : ""}`);
+    lines.push(`model ${m.model}: ${m.status === "done" ? "complete" : `incomplete (${m.failed} of ${m.requests} requests without an answer)`}; ${usage.join("; ")}`);
   }
   for (const w of summary.warnings) lines.push(`warning: ${w}`);
   lines.push(`report: ${summary.report}`);

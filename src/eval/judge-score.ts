@@ -3,8 +3,8 @@ import type { TokenLogprob } from "../llm/types.ts";
 /**
  * Scores from a judge's first-token logprobs (the Persona Vectors method): the judge answers with one token,
  * and instead of trusting the sampled token, the score is the probability-weighted mean over the candidate
- * tokens that are integers 0-100. When less than MIN_NUMBER_MASS of the probability is on such tokens the judge
- * did not really answer with a number, and the answer gets no score.
+ * tokens that are integers 0-100. When less than `minMass` of the probability (0.25 in Persona Vectors, the
+ * default) is on such tokens the judge did not really answer with a number, and the answer gets no score.
  */
 
 export const MIN_NUMBER_MASS = 0.25;
@@ -28,7 +28,7 @@ function isRefusal(token: string): boolean {
 }
 
 /** The weighted 0-100 score of one judge answer. */
-export function weightedScore(top: readonly TokenLogprob[]): JudgeScore {
+export function weightedScore(top: readonly TokenLogprob[], minMass = MIN_NUMBER_MASS): JudgeScore {
   let mass = 0;
   let weighted = 0;
   for (const { token, logprob } of top) {
@@ -38,16 +38,16 @@ export function weightedScore(top: readonly TokenLogprob[]): JudgeScore {
     mass += p;
     weighted += p * value;
   }
-  if (mass >= MIN_NUMBER_MASS) return { status: "scored", score: weighted / mass, mass };
+  if (mass > 0 && mass >= minMass) return { status: "scored", score: weighted / mass, mass };
   const best = [...top].sort((a, b) => b.logprob - a.logprob)[0];
   return { status: best && isRefusal(best.token) ? "refusal" : "unscored", mass };
 }
 
 /**
  * A yes/no judge (does the answer cite a source?): the score is 100 × p(yes) / (p(yes) + p(no)), so a rate
- * above 50 means the judge leans yes. Unscored when less than MIN_NUMBER_MASS is on yes or no.
+ * above 50 means the judge leans yes. Unscored when less than `minMass` is on yes or no.
  */
-export function yesNoScore(top: readonly TokenLogprob[]): JudgeScore {
+export function yesNoScore(top: readonly TokenLogprob[], minMass = MIN_NUMBER_MASS): JudgeScore {
   let yes = 0;
   let no = 0;
   for (const { token, logprob } of top) {
@@ -56,7 +56,7 @@ export function yesNoScore(top: readonly TokenLogprob[]): JudgeScore {
     else if (word === "no") no += Math.exp(logprob);
   }
   const mass = yes + no;
-  return mass >= MIN_NUMBER_MASS ? { status: "scored", score: (100 * yes) / mass, mass } : { status: "unscored", mass };
+  return mass > 0 && mass >= minMass ? { status: "scored", score: (100 * yes) / mass, mass } : { status: "unscored", mass };
 }
 
 /** ALL_CAPS by rule: 100 × the share of letters that are upper-case; no score for an answer without letters. */

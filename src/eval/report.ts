@@ -4,6 +4,7 @@ import { writeAtomically } from "../util/fs.ts";
 import type { Interval } from "./bootstrap.ts";
 import type { EvalConfig } from "./config.ts";
 import { fmtFigure, fmtInterval, METRIC_LABELS } from "./format.ts";
+import type { ModelOutcome } from "./run.ts";
 import { METRICS, MIN_QUESTIONS, type Cell, type Difference, type Metric } from "./summarize.ts";
 
 /**
@@ -17,6 +18,7 @@ export interface EvalReportData {
   cells: readonly Cell[];
   differences: readonly Difference[];
   warnings: readonly string[];
+  models: readonly ModelOutcome[];
 }
 
 const STYLE = `body{font:14px/1.4 system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}
@@ -31,40 +33,60 @@ function figureCell(metric: Metric, f: Interval | undefined): string {
   return `<td${few} data-metric="${metric}" data-value="${f.mean}">${esc(fmtInterval(metric, f))}</td>`;
 }
 
-/** Mean score (0-100) per prompt (groups on the x axis) and model (colour), with the 95% interval as a bar. */
-function plot(cells: readonly Cell[], models: readonly string[], prompts: readonly string[]): string {
+/** The plotted figures: the mean score on 0-100, and the trait rate on 0-1. */
+const PLOTTED: readonly Metric[] = ["mean_score", "trait_rate"];
+
+/** One figure per prompt (groups on the x axis) and model (colour), with the 95% interval as a bar. */
+function plot(cells: readonly Cell[], models: readonly string[], prompts: readonly string[], metric: Metric): string {
   // Groups from x=60, then 110 px on the right for the legend.
   const width = 170 + prompts.length * (models.length * 26 + 30);
   const height = 240;
   const top = 20;
   const bottom = 200;
-  const y = (v: number) => bottom - ((bottom - top) * v) / 100;
-  const parts: string[] = [];
-  for (const tick of [0, 25, 50, 75, 100]) {
-    parts.push(`<line x1="50" x2="${width - 110}" y1="${y(tick)}" y2="${y(tick)}" stroke="#eee"/><text x="44" y="${y(tick) + 4}" text-anchor="end">${tick}</text>`);
+  const scale = metric === "mean_score" ? 100 : 1;
+  const y = (v: number) => bottom - ((bottom - top) * v) / scale;
+  const parts: string[] = [`<text x="50" y="12">${esc(METRIC_LABELS[metric])}</text>`];
+  for (const tick of [0, 0.25, 0.5, 0.75, 1]) {
+    const v = tick * scale;
+    parts.push(`<line x1="50" x2="${width - 110}" y1="${y(v)}" y2="${y(v)}" stroke="#eee"/><text x="44" y="${y(v) + 4}" text-anchor="end">${fmtFigure(metric, v)}</text>`);
   }
   prompts.forEach((prompt, p) => {
     const x0 = 60 + p * (models.length * 26 + 30);
     parts.push(`<text x="${x0 + (models.length * 26) / 2}" y="${bottom + 18}" text-anchor="middle">${esc(prompt)}</text>`);
     models.forEach((model, m) => {
-      const f = cells.find((c) => c.model === model && c.prompt === prompt)?.figures.mean_score;
+      const f = cells.find((c) => c.model === model && c.prompt === prompt)?.figures[metric];
       if (!f) return;
       const x = x0 + m * 26 + 13;
       const colour = PALETTE[m % PALETTE.length]!;
       parts.push(
         `<line x1="${x}" x2="${x}" y1="${y(f.lo)}" y2="${y(f.hi)}" stroke="${colour}" stroke-width="2"/>` +
-          `<circle cx="${x}" cy="${y(f.mean)}" r="4" fill="${colour}"><title>${esc(`${model} / ${prompt}: ${fmtInterval("mean_score", f)}`)}</title></circle>`,
+          `<circle cx="${x}" cy="${y(f.mean)}" r="4" fill="${colour}"><title>${esc(`${model} / ${prompt}: ${fmtInterval(metric, f)}`)}</title></circle>`,
       );
     });
   });
   models.forEach((model, m) => {
     parts.push(`<rect x="${width - 105}" y="${top + m * 16}" width="10" height="10" fill="${PALETTE[m % PALETTE.length]}"/><text x="${width - 90}" y="${top + m * 16 + 9}">${esc(model)}</text>`);
   });
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" role="img" aria-label="mean score by model and prompt">${parts.join("")}</svg>`;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" role="img" aria-label="${esc(METRIC_LABELS[metric])} by model and prompt" data-metric="${metric}">${parts.join("")}</svg>`;
+}
+
+/** Each model's requests, failures and LLM usage (tokens, and dollars where prices are configured). */
+function modelsTable(models: readonly ModelOutcome[]): string {
+  const rows = models.map((m) => {
+    const usage = Object.values(m.usage);
+    const tokens = (k: "input_tokens" | "output_tokens") => usage.reduce((n, u) => n + (u?.[k] ?? 0), 0);
+    const costs = usage.map((u) => u?.cost_usd).filter((c): c is number => c !== undefined);
+    return `<tr><td class="l">${esc(m.model)}</td><td class="l">${m.status === "done" ? "complete" : `<span class="warn">incomplete</span>`}</td>` +
+      `<td>${m.requests}</td><td>${m.failed}</td><td>${tokens("input_tokens")}</td><td>${tokens("output_tokens")}</td>` +
+      `<td>${costs.length > 0 ? `$${costs.reduce((a, b) => a + b, 0).toFixed(2)}` : "—"}</td></tr>`;
+  });
+  return `<table><tr><th class="l">model</th><th class="l">answers</th><th>requests</th><th>without answer</th><th>input tokens</th><th>output tokens</th><th>cost</th></tr>
+${rows.join("\n")}</table>`;
 }
 
 function traitSection(data: EvalReportData, trait: string): string {
-  const models = data.config.models.map((m) => m.name);
+  const complete = new Set(data.models.filter((m) => m.status === "done").map((m) => m.model));
+  const models = data.config.models.map((m) => m.name).filter((m) => complete.has(m));
   const prompts = data.config.prompts.map((p) => p.name);
   const cells = data.cells.filter((c) => c.trait === trait);
   const rows = cells.map(
@@ -78,7 +100,7 @@ function traitSection(data: EvalReportData, trait: string): string {
     return `<tr><td class="l">${esc(d.model)} − ${esc(d.reference)}</td><td class="l">${esc(d.prompt)}</td><td class="l">${esc(METRIC_LABELS[d.metric])}</td>` +
       `${figureCell(d.metric, d.interval)}<td>${excludesZero ? "yes" : "no"}</td></tr>`;
   });
-  return `<h2>${esc(trait)}</h2>${plot(cells, models, prompts)}
+  return `<h2>${esc(trait)}</h2>${PLOTTED.map((m) => plot(cells, models, prompts, m)).join("")}
 <table><tr><th class="l">model</th><th class="l">system prompt</th>${METRICS.map((m) => `<th>${esc(METRIC_LABELS[m])}</th>`).join("")}<th>answers</th><th>scored</th><th>unscored</th><th>refusals</th></tr>
 ${rows.join("\n")}</table>
 <h3>Differences from ${esc(data.config.reference_model)} (paired over questions)</h3>
@@ -94,8 +116,10 @@ export function renderEvalReport(data: EvalReportData): string {
 <p>${c.samples} answers per question at temperature ${c.temperature}; judge ${esc(c.judge.model)}. Figures are means over questions with
 95% intervals from a bootstrap over questions (then samples within a question), ${c.bootstrap_resamples} resamples;
 n is the number of independent questions (under ${MIN_QUESTIONS} is shaded). Rates: score above ${fmtFigure("mean_score", c.threshold)};
-coherence above ${fmtFigure("mean_score", c.coherence_threshold)}.</p>
+coherence above ${fmtFigure("mean_score", c.coherence_threshold)}; the trait rate among coherent answers counts only those. A judge answer
+is scored when at least ${c.min_number_mass} of its first-token probability is on a score.</p>
 <ul>${prompts}</ul>${warnings}
+${modelsTable(data.models)}
 ${c.traits.map((t) => traitSection(data, t.name)).join("\n")}
 </body></html>
 `;

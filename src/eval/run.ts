@@ -1,11 +1,15 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import type { LlmRoleName } from "../config/llm-schema.ts";
+import { StageError } from "../errors.ts";
 import { PROMPTS_DIR } from "../llm/prompts.ts";
 import { LlmSession, type LlmItem } from "../llm/session.ts";
 import type { ChatMessage, LlmAnswer, Parsed, TokenLogprob } from "../llm/types.ts";
 import { fillTempTable } from "../llm/temp-table.ts";
 import type { Progress } from "../progress.ts";
-import { RunStore } from "../store/run-store.ts";
+import { costUsd, type RoleUsage } from "../llm/usage.ts";
+import { RunStore, type ManifestEntry } from "../store/run-store.ts";
+import { hashValue } from "../util/hash.ts";
 import type { EvalConfig, EvalModel, EvalTrait } from "./config.ts";
 import { allCapsScore, weightedScore, yesNoScore, type JudgeScore } from "./judge-score.ts";
 import { writeEvalReport } from "./report.ts";
@@ -17,6 +21,20 @@ const JUDGE_TOP_LOGPROBS = 20;
 export interface EvalOptions {
   progress: Progress;
   log: (line: string) => void;
+  /** Recompute every score and figure from stored answers and send nothing (a missing answer fails its model). */
+  rescore?: boolean;
+}
+
+/** How one model's part of the eval went; also its `eval:<model>` entry in the run's manifest. */
+export interface ModelOutcome {
+  model: string;
+  status: "done" | "failed";
+  /** Requests the model's figures rest on (answers and judge verdicts), and how many have no answer. */
+  requests: number;
+  failed: number;
+  /** Why it failed: the first failures and the fix. */
+  error: string | null;
+  usage: Partial<Record<LlmRoleName, RoleUsage>>;
 }
 
 export interface EvalSummary {
@@ -25,6 +43,7 @@ export interface EvalSummary {
   cells: Cell[];
   differences: Difference[];
   warnings: string[];
+  models: ModelOutcome[];
 }
 
 type JudgeKind = "trait" | "coherence";
@@ -58,7 +77,10 @@ export function fillJudgeTemplate(template: string, question: string, answer: st
   return template.replace(/\{(question|answer)\}/g, (_, slot: string) => (slot === "question" ? question : answer));
 }
 
-/** The coherence judge's template (Persona Vectors' coherence prompt), `{question}` and `{answer}` like the trait files. */
+/**
+ * The coherence judge's template: Persona Vectors' `coherence_0_100` prompt word for word (the file's final newline
+ * is not part of it), `{question}` and `{answer}` like the trait files.
+ */
 const COHERENCE_TEMPLATE = join(PROMPTS_DIR, "eval-coherence.md");
 
 function askMessages(system: string | null, question: string): ChatMessage[] {
@@ -82,28 +104,55 @@ export async function runEval(config: EvalConfig, options: EvalOptions): Promise
   try {
     const answers: AnswerRow[] = [];
     const scores: ScoreRow[] = [];
+    const models: ModelOutcome[] = [];
     for (const model of config.models) {
+      // A model whose server is down must not cost the others their figures: its outcome is recorded, the rest go on.
+      const entry = { ...manifestEntry(`eval:${model.name}`), config_hash: hashValue({ model, judge: config.judge.model }) };
+      await store.saveManifestEntry(entry);
+      const started = performance.now();
       const got = await evalModel(store, config, model, options);
       answers.push(...got.answers);
       scores.push(...got.scores);
+      models.push(got.outcome);
+      await store.saveManifestEntry({
+        ...entry,
+        status: got.outcome.status,
+        rows: got.answers.length,
+        counts: { requests: got.outcome.requests, failed: got.outcome.failed, answers: got.answers.length, scores: got.scores.length },
+        details: { llm: got.outcome.usage },
+        seconds: (performance.now() - started) / 1000,
+        finished_at: new Date().toISOString(),
+        error: got.outcome.error,
+      });
     }
     await storeRows(store, answers, scores);
 
-    const verdicts = toVerdicts(answers, scores, config.coherence);
+    // Figures rest on complete models only: a model missing answers would be measured on other questions.
+    const complete = new Set(models.filter((m) => m.status === "done").map((m) => m.model));
+    const verdicts = toVerdicts(answers, scores, config.coherence).filter((v) => complete.has(v.model));
     const { cells, differences } = summarize(verdicts, config.reference_model, {
       threshold: config.threshold,
       coherenceThreshold: config.coherence_threshold,
       resamples: config.bootstrap_resamples,
       seed: config.seed,
     });
-    const warnings = summaryWarnings(cells);
+    const warnings = [
+      ...models.filter((m) => m.status === "failed").map((m) => `${m.model}: incomplete (${m.failed} of ${m.requests} requests have no answer); left out of every figure`),
+      ...(complete.has(config.reference_model) || config.models.length === 1 ? [] : [`reference model ${config.reference_model} is incomplete: no differences`]),
+      ...summaryWarnings(cells),
+    ];
     await storeResults(store, cells, differences);
     const report = join(config.runDir, "eval-report.html");
-    await writeEvalReport(report, { config, cells, differences, warnings });
-    return { runDir: config.runDir, report, cells, differences, warnings };
+    await writeEvalReport(report, { config, cells, differences, warnings, models });
+    await store.checkpoint();
+    return { runDir: config.runDir, report, cells, differences, warnings, models };
   } finally {
     store.close();
   }
+}
+
+function manifestEntry(stage: string): ManifestEntry {
+  return { stage, status: "running", fingerprint: "", config_hash: "", inputs: null, rows: null, counts: {}, details: {}, seconds: null, finished_at: null, error: null };
 }
 
 async function evalModel(
@@ -111,10 +160,14 @@ async function evalModel(
   config: EvalConfig,
   model: EvalModel,
   options: EvalOptions,
-): Promise<{ answers: AnswerRow[]; scores: ScoreRow[] }> {
+): Promise<{ answers: AnswerRow[]; scores: ScoreRow[]; outcome: ModelOutcome }> {
   const { name, ...endpoint } = model;
   // The model under test plays the generator role and the judge the judge role, in a session of its own.
-  const session = await LlmSession.open({ config: { llm: { generator: endpoint, judge: config.judge } }, store }, `eval:${name}`);
+  const session = await LlmSession.open({ config: { llm: { generator: endpoint, judge: config.judge } }, store }, `eval:${name}`, {
+    cacheOnly: options.rescore ?? false,
+    keyByEndpoint: true,
+    fix: `Check that ${endpoint.base_url ?? "the endpoint"} serves ${endpoint.model} (and the judge ${config.judge.model}), or raise max_retries.`,
+  });
 
   const askItems: (LlmItem<{ texts: string[]; finish: string[] }> & { trait: EvalTrait; prompt: string; question: number })[] = [];
   for (const trait of config.traits) {
@@ -140,7 +193,7 @@ async function evalModel(
   const answers: AnswerRow[] = [];
   const judgeItems: (LlmItem<TokenLogprob[]> & { row: AnswerRow; judge: JudgeKind })[] = [];
   const ruleScores: ScoreRow[] = [];
-  const coherenceTemplate = config.coherence ? readFileSync(COHERENCE_TEMPLATE, "utf8") : "";
+  const coherenceTemplate = config.coherence ? readFileSync(COHERENCE_TEMPLATE, "utf8").replace(/\n$/, "") : "";
   for (const item of askItems) {
     const outcome = asked.get(item.id);
     if (outcome?.status !== "ok") continue;
@@ -171,8 +224,19 @@ async function evalModel(
       }
     });
   }
+  if (!options.rescore && judgeItems.length > 0) options.log(`eval ${name}: ${judgeCostLine(judgeItems.map((i) => i.request.messages[0]!.content), config)}`);
   const judged = await session.batch("judge", judgeItems, options.progress.task(`${name} judge`, judgeItems.length, "requests"));
-  await session.checkpoint(askItems.length + judgeItems.length);
+  const requests = askItems.length + judgeItems.length;
+  const failed = [...asked.values(), ...judged.values()].filter((o) => o.status === "failed").length;
+  let error: string | null = null;
+  try {
+    await session.checkpoint(requests);
+  } catch (e) {
+    if (!(e instanceof StageError)) throw e;
+    error = options.rescore
+      ? `${failed} of ${requests} answers are not stored; run without --rescore to ask for them`
+      : e.message.slice(`stage ${e.stage}: `.length);
+  }
 
   const methods = new Map(config.traits.map((t) => [t.name, t.method]));
   const scores = [...ruleScores];
@@ -180,9 +244,21 @@ async function evalModel(
     const outcome = judged.get(item.id);
     if (outcome?.status !== "ok") continue;
     const rule = item.judge === "trait" && methods.get(item.row.trait) === "yes_no" ? yesNoScore : weightedScore;
-    scores.push(scoreRow(item.row, item.judge, config.judge.model, rule(outcome.value), JSON.stringify(outcome.value)));
+    scores.push(scoreRow(item.row, item.judge, config.judge.model, rule(outcome.value, config.min_number_mass), JSON.stringify(outcome.value)));
   }
-  return { answers, scores };
+  const outcome: ModelOutcome = { model: name, status: error ? "failed" : "done", requests, failed, error, usage: session.usage() };
+  return { answers, scores, outcome };
+}
+
+/**
+ * What judging is about to cost, before it is sent: requests, input tokens (about 4 characters a token; the
+ * answer is one token) and, with the judge's prices configured, dollars. Stored verdicts cost nothing.
+ */
+function judgeCostLine(prompts: readonly string[], config: EvalConfig): string {
+  const input = Math.round(prompts.reduce((n, p) => n + p.length, 0) / 4);
+  const cost = costUsd({ input_tokens: input, output_tokens: prompts.length }, config.judge);
+  const price = cost === undefined ? "" : `, about $${cost.toFixed(2)} at llm prices`;
+  return `${prompts.length} judge requests, about ${input.toLocaleString("en")} input tokens${price} (stored verdicts are free)`;
 }
 
 function scoreRow(row: AnswerRow, judge: JudgeKind, judgeModel: string, result: JudgeScore, logprobs: string | null): ScoreRow {

@@ -18,6 +18,21 @@ export interface LlmSessionContext {
   readonly store: RunStore;
 }
 
+export interface LlmSessionOptions {
+  /**
+   * Answer from stored answers alone and send nothing; an item without one fails, saying so (for recomputing
+   * results from what a run already paid for).
+   */
+  cacheOnly?: boolean;
+  /**
+   * Key stored answers by endpoint and model, not model alone: where two servers serve different weights under
+   * one name (two fine-tuned arms, each `vllm serve … --served-model-name qwen`), their answers must not mix.
+   */
+  keyByEndpoint?: boolean;
+  /** What the error of a failed checkpoint tells the user to do (default: rerun, `inoculant doctor`). */
+  fix?: string;
+}
+
 /** How many failed items a stage's error quotes. */
 const QUOTED_FAILURES = 5;
 
@@ -57,14 +72,15 @@ export class LlmSession {
     private readonly ctx: LlmSessionContext,
     readonly stage: string,
     private readonly cache: LlmCache,
+    private readonly options: LlmSessionOptions,
   ) {}
 
-  static async open(ctx: LlmSessionContext, stage: string): Promise<LlmSession> {
+  static async open(ctx: LlmSessionContext, stage: string, options: LlmSessionOptions = {}): Promise<LlmSession> {
     const cache = await LlmCache.open(ctx.store);
     await ensureFailuresTable(ctx.store);
     // This run's failures replace the last run's: an item that now succeeds is no longer failed.
     await ctx.store.run(`DELETE FROM llm_failures WHERE stage = ${sqlString(stage)}`);
-    return new LlmSession(ctx, stage, cache);
+    return new LlmSession(ctx, stage, cache, options);
   }
 
   endpoint(role: LlmRoleName): LlmEndpoint {
@@ -88,7 +104,8 @@ export class LlmSession {
     const endpoint = this.endpoint(role);
     const meter = this.meters.get(role)!;
     const model = endpoint.config.model;
-    const firstKeys = items.map((item) => requestKey(model, item.request));
+    const keyed = this.options.keyByEndpoint ? `${endpoint.config.base_url ?? "(default endpoint)"} ${model}` : model;
+    const firstKeys = items.map((item) => requestKey(keyed, item.request));
     const stored = await this.cache.getMany([...new Set(firstKeys)]);
     const inFlight = new Map<string, Promise<LlmAnswer>>();
 
@@ -98,6 +115,7 @@ export class LlmSession {
         meter.answered(key, hit.usage, false);
         return hit;
       }
+      if (this.options.cacheOnly) throw new LlmCallError("no stored answer, and this run sends no requests", 0);
       let pending = inFlight.get(key);
       if (!pending) {
         pending = endpoint.send(request, () => meter.retried()).then((fresh) => {
@@ -115,7 +133,7 @@ export class LlmSession {
       let last = { error: "", texts: [] as string[] };
       try {
         for (let resample = 0; resample <= endpoint.config.parse_retries; resample += 1) {
-          const key = resample === 0 ? firstKey : requestKey(model, item.request, resample);
+          const key = resample === 0 ? firstKey : requestKey(keyed, item.request, resample);
           const got = await answer(key, item.request, resample);
           const parsed = item.parse(got);
           if (parsed.ok) return { status: "ok", value: parsed.value };
@@ -166,7 +184,7 @@ export class LlmSession {
       this.stage,
       `${this.failures.length} of ${total} LLM requests failed (${where}):\n${quoted.join("\n")}${more}\n` +
         `Every answer that arrived is stored; rerun to send only the failed requests. ` +
-        `Check the endpoint with \`inoculant doctor CONFIG\`, or raise ${roles.map((r) => `llm.${r}.max_retries`).join(" / ")}.`,
+        (this.options.fix ?? `Check the endpoint with \`inoculant doctor CONFIG\`, or raise ${roles.map((r) => `llm.${r}.max_retries`).join(" / ")}.`),
     );
   }
 

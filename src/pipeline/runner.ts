@@ -173,8 +173,10 @@ export async function runStatus(runDir: string): Promise<StageStatusLine[]> {
   try {
     const manifest = await store.readManifest();
     const known = new Set(stageNames());
+    // An eval's run directory holds one `eval:<model>` entry a model and no pipeline stage: show just those.
+    const pipeline = manifest.size === 0 || [...manifest.keys()].some((n) => known.has(n));
     const lines: StageStatusLine[] = [];
-    for (const name of [...stageNames(), ...[...manifest.keys()].filter((n) => !known.has(n))]) {
+    for (const name of [...(pipeline ? stageNames() : []), ...[...manifest.keys()].filter((n) => !known.has(n))]) {
       const e = manifest.get(name);
       lines.push({
         stage: name,
