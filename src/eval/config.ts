@@ -27,6 +27,12 @@ const traitSchema = z.strictObject({
   questions: z.array(z.string().min(1)).min(1).optional(),
   /** The judge template with {question} and {answer}, instead of (or overriding) the file's eval_prompt. */
   judge_prompt: z.string().min(1).optional(),
+  /**
+   * A judge check: the reference model also answers every question under the trait file's `instruction` pairs
+   * (the pair for question q is number q mod their count), as a system prompt that asks for the trait (`pos`) and
+   * one that asks against it (`neg`); a judge that measures the trait scores the first well above the second.
+   */
+  instruction_check: z.boolean().default(false),
 });
 
 export const evalConfigSchema = z.strictObject({
@@ -71,7 +77,12 @@ export interface EvalTrait {
   questions: string[];
   /** Absent for all_caps. */
   judgePrompt?: string;
+  /** The instruction pairs of the judge check, when asked for. */
+  instructions?: { pos: string; neg: string }[];
 }
+
+/** The system prompts of the judge check (see `instruction_check`), in cells and tables. */
+export const CHECK_PROMPTS = { pos: "instructed_pos", neg: "instructed_neg" } as const;
 
 export interface EvalConfig extends Omit<Parsed, "traits" | "reference_model"> {
   traits: EvalTrait[];
@@ -113,7 +124,7 @@ export async function resolveEvalConfig(
   if (duplicate) throw new UserError(`${where}: models: the name "${duplicate}" is used twice; give each arm its own name`);
   const reference = config.reference_model ?? names[0]!;
   if (!names.includes(reference)) throw new UserError(`${where}: reference_model "${reference}" is none of models: ${names.join(", ")}`);
-  for (const reserved of ["default", "neutral"]) {
+  for (const reserved of ["default", "neutral", ...Object.values(CHECK_PROMPTS)]) {
     if (reserved in config.system_prompts) {
       throw new UserError(`${where}: system_prompts.${reserved}: the name is taken by the built-in ${reserved} prompt; rename it`);
     }
@@ -132,7 +143,16 @@ export async function resolveEvalConfig(
         if (!judgePrompt.includes(slot)) throw new UserError(`${where}: ${key}: the judge prompt lacks ${slot}; add it where the text goes`);
       }
     }
-    traits.push({ name: trait.name, method: trait.method, questions, ...(judgePrompt && trait.method !== "all_caps" ? { judgePrompt } : {}) });
+    if (trait.instruction_check && !file?.instruction?.length) {
+      throw new UserError(`${where}: ${key}.instruction_check: needs a trait file with "instruction" pairs ({"pos", "neg"}); set "file" or drop the check`);
+    }
+    traits.push({
+      name: trait.name,
+      method: trait.method,
+      questions,
+      ...(judgePrompt && trait.method !== "all_caps" ? { judgePrompt } : {}),
+      ...(trait.instruction_check ? { instructions: file!.instruction! } : {}),
+    });
   }
 
   const prompts = [
@@ -147,6 +167,7 @@ export async function resolveEvalConfig(
 const traitFileSchema = z.object({
   questions: z.array(z.string().min(1)).min(1),
   eval_prompt: z.string().min(1),
+  instruction: z.array(z.object({ pos: z.string().min(1), neg: z.string().min(1) })).optional(),
 });
 
 async function readTraitFile(path: string, key: string): Promise<z.infer<typeof traitFileSchema>> {

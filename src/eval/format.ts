@@ -26,6 +26,7 @@ export function formatEvalSummary(summary: {
   models: readonly { model: string; status: string; requests: number; failed: number; usage: Partial<Record<string, RoleUsage>> }[];
   cells: readonly { model: string; prompt: string; trait: string; answers: number; unscored: number; refusals: number; figures: Partial<Record<Metric, Interval>> }[];
   differences: readonly { model: string; reference: string; prompt: string; trait: string; metric: Metric; interval: Interval }[];
+  checks: readonly { model: string; trait: string; metric: Metric; interval: Interval }[];
   warnings: readonly string[];
 }): string {
   const lines: string[] = [];
@@ -35,6 +36,9 @@ export function formatEvalSummary(summary: {
   }
   for (const d of summary.differences) {
     lines.push(`${d.trait}  ${d.model} − ${d.reference}  ${d.prompt}: ${d.metric} ${fmtInterval(d.metric, d.interval)}`);
+  }
+  for (const c of summary.checks) {
+    lines.push(`${c.trait}  judge check (${c.model} instructed for − against the trait): ${c.metric} ${fmtInterval(c.metric, c.interval)}`);
   }
   for (const m of summary.models) {
     const usage = Object.entries(m.usage).map(([role, u]) => `${role} ${u!.model} ${u!.requests} sent, ${u!.cache_hits} stored, ${u!.input_tokens} in / ${u!.output_tokens} out tokens${u!.cost_usd !== undefined ? `, $${u!.cost_usd.toFixed(2)}` : ""}`);

@@ -5,7 +5,7 @@ import type { Interval } from "./bootstrap.ts";
 import type { EvalConfig } from "./config.ts";
 import { fmtFigure, fmtInterval, METRIC_LABELS } from "./format.ts";
 import type { ModelOutcome } from "./run.ts";
-import { METRICS, MIN_QUESTIONS, type Cell, type Difference, type Metric } from "./summarize.ts";
+import { METRICS, MIN_QUESTIONS, type Cell, type Difference, type JudgeCheck, type Metric } from "./summarize.ts";
 
 /**
  * `eval-report.html`: one self-contained page (inline CSS and SVG, no scripts, nothing fetched). Per trait: a
@@ -17,6 +17,7 @@ export interface EvalReportData {
   config: EvalConfig;
   cells: readonly Cell[];
   differences: readonly Difference[];
+  checks: readonly JudgeCheck[];
   warnings: readonly string[];
   models: readonly ModelOutcome[];
 }
@@ -70,6 +71,18 @@ function plot(cells: readonly Cell[], models: readonly string[], prompts: readon
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" role="img" aria-label="${esc(METRIC_LABELS[metric])} by model and prompt" data-metric="${metric}">${parts.join("")}</svg>`;
 }
 
+/** The judge check: the reference model instructed for the trait minus instructed against it. */
+function checkTable(checks: readonly JudgeCheck[]): string {
+  if (checks.length === 0) return "";
+  const rows = checks.map((c) => {
+    const passed = c.interval.lo > 0;
+    return `<tr><td class="l">${esc(c.model)}</td><td class="l">${esc(METRIC_LABELS[c.metric])}</td>${figureCell(c.metric, c.interval)}` +
+      `<td class="l">${passed ? "passed" : `<span class="warn">failed</span>`}</td></tr>`;
+  });
+  return `<h3>Judge check: instructed for the trait − instructed against it (paired over questions)</h3>
+<table><tr><th class="l">model</th><th class="l">figure</th><th>difference [95% CI]</th><th class="l">above 0</th></tr>\n${rows.join("\n")}</table>`;
+}
+
 /** Each model's requests, failures and LLM usage (tokens, and dollars where prices are configured). */
 function modelsTable(models: readonly ModelOutcome[]): string {
   const rows = models.map((m) => {
@@ -103,6 +116,7 @@ function traitSection(data: EvalReportData, trait: string): string {
   return `<h2>${esc(trait)}</h2>${PLOTTED.map((m) => plot(cells, models, prompts, m)).join("")}
 <table><tr><th class="l">model</th><th class="l">system prompt</th>${METRICS.map((m) => `<th>${esc(METRIC_LABELS[m])}</th>`).join("")}<th>answers</th><th>scored</th><th>unscored</th><th>refusals</th></tr>
 ${rows.join("\n")}</table>
+${checkTable(data.checks.filter((c) => c.trait === trait))}
 <h3>Differences from ${esc(data.config.reference_model)} (paired over questions)</h3>
 ${diffRows.length > 0 ? `<table><tr><th class="l">arms</th><th class="l">system prompt</th><th class="l">figure</th><th>difference [95% CI]</th><th>interval excludes 0</th></tr>\n${diffRows.join("\n")}</table>` : "<p>Only one model: no differences.</p>"}`;
 }

@@ -10,10 +10,10 @@ import type { Progress } from "../progress.ts";
 import { costUsd, type RoleUsage } from "../llm/usage.ts";
 import { RunStore, type ManifestEntry } from "../store/run-store.ts";
 import { hashValue } from "../util/hash.ts";
-import type { EvalConfig, EvalModel, EvalTrait } from "./config.ts";
+import { CHECK_PROMPTS, type EvalConfig, type EvalModel, type EvalTrait } from "./config.ts";
 import { allCapsScore, weightedScore, yesNoScore, type JudgeScore } from "./judge-score.ts";
 import { writeEvalReport } from "./report.ts";
-import { summarize, summaryWarnings, type AnswerVerdict, type Cell, type Difference } from "./summarize.ts";
+import { summarize, summaryWarnings, type AnswerVerdict, type Cell, type Difference, type JudgeCheck } from "./summarize.ts";
 
 /** The Persona Vectors judge call: one token, greedy, the top 20 candidates. */
 const JUDGE_TOP_LOGPROBS = 20;
@@ -42,6 +42,7 @@ export interface EvalSummary {
   report: string;
   cells: Cell[];
   differences: Difference[];
+  checks: JudgeCheck[];
   warnings: string[];
   models: ModelOutcome[];
 }
@@ -82,6 +83,21 @@ export function fillJudgeTemplate(template: string, question: string, answer: st
  * is not part of it), `{question}` and `{answer}` like the trait files.
  */
 const COHERENCE_TEMPLATE = join(PROMPTS_DIR, "eval-coherence.md");
+
+/**
+ * The system prompts a model answers a trait's questions under (the text per question): every configured one,
+ * and for the reference model the judge check's instructed prompts, when the trait asks for them.
+ */
+function promptsFor(config: EvalConfig, trait: EvalTrait, model: string): { name: string; text: (question: number) => string | null }[] {
+  const prompts = config.prompts.map((p) => ({ name: p.name, text: () => p.text }));
+  const pairs = trait.instructions;
+  if (!pairs || model !== config.reference_model) return prompts;
+  return [
+    ...prompts,
+    { name: CHECK_PROMPTS.pos, text: (q) => pairs[q % pairs.length]!.pos },
+    { name: CHECK_PROMPTS.neg, text: (q) => pairs[q % pairs.length]!.neg },
+  ];
+}
 
 function askMessages(system: string | null, question: string): ChatMessage[] {
   return system === null ? [{ role: "user", content: question }] : [{ role: "system", content: system }, { role: "user", content: question }];
@@ -130,7 +146,7 @@ export async function runEval(config: EvalConfig, options: EvalOptions): Promise
     // Figures rest on complete models only: a model missing answers would be measured on other questions.
     const complete = new Set(models.filter((m) => m.status === "done").map((m) => m.model));
     const verdicts = toVerdicts(answers, scores, config.coherence).filter((v) => complete.has(v.model));
-    const { cells, differences } = summarize(verdicts, config.reference_model, {
+    const { cells, differences, checks } = summarize(verdicts, config.reference_model, {
       threshold: config.threshold,
       coherenceThreshold: config.coherence_threshold,
       resamples: config.bootstrap_resamples,
@@ -139,13 +155,13 @@ export async function runEval(config: EvalConfig, options: EvalOptions): Promise
     const warnings = [
       ...models.filter((m) => m.status === "failed").map((m) => `${m.model}: incomplete (${m.failed} of ${m.requests} requests have no answer); left out of every figure`),
       ...(complete.has(config.reference_model) || config.models.length === 1 ? [] : [`reference model ${config.reference_model} is incomplete: no differences`]),
-      ...summaryWarnings(cells),
+      ...summaryWarnings(cells, checks),
     ];
-    await storeResults(store, cells, differences);
+    await storeResults(store, cells, differences, checks);
     const report = join(config.runDir, "eval-report.html");
-    await writeEvalReport(report, { config, cells, differences, warnings, models });
+    await writeEvalReport(report, { config, cells, differences, checks, warnings, models });
     await store.checkpoint();
-    return { runDir: config.runDir, report, cells, differences, warnings, models };
+    return { runDir: config.runDir, report, cells, differences, checks, warnings, models };
   } finally {
     store.close();
   }
@@ -171,14 +187,20 @@ async function evalModel(
 
   const askItems: (LlmItem<{ texts: string[]; finish: string[] }> & { trait: EvalTrait; prompt: string; question: number })[] = [];
   for (const trait of config.traits) {
-    for (const prompt of config.prompts) {
+    for (const prompt of promptsFor(config, trait, name)) {
       trait.questions.forEach((question, index) => {
         askItems.push({
           id: `${trait.name}/${prompt.name}/q${index}`,
           trait,
           prompt: prompt.name,
           question: index,
-          request: { messages: askMessages(prompt.text, question), temperature: config.temperature, max_tokens: config.max_tokens, n: config.samples, seed: config.seed },
+          request: {
+            messages: askMessages(prompt.text(index), question),
+            temperature: config.temperature,
+            max_tokens: config.max_tokens,
+            n: config.samples,
+            seed: config.seed,
+          },
           parse: (a) =>
             a.texts.length === config.samples
               ? { ok: true, value: { texts: a.texts, finish: a.finish_reasons } }
@@ -187,7 +209,9 @@ async function evalModel(
       });
     }
   }
-  options.log(`eval ${name}: ${askItems.length} requests of ${config.samples} answers (${config.traits.length} traits × ${config.prompts.length} system prompts)`);
+  const checks = name === config.reference_model ? config.traits.filter((t) => t.instructions).length : 0;
+  const checked = checks > 0 ? `, and the judge check's 2 for ${checks}` : "";
+  options.log(`eval ${name}: ${askItems.length} requests of ${config.samples} answers (${config.traits.length} traits × ${config.prompts.length} system prompts${checked})`);
   const asked = await session.batch("generator", askItems, options.progress.task(`${name} answers`, askItems.length, "requests"));
 
   const answers: AnswerRow[] = [];
@@ -329,8 +353,8 @@ async function storeRows(store: RunStore, answers: readonly AnswerRow[], scores:
   await store.run("CREATE OR REPLACE TABLE eval_scores AS SELECT * EXCLUDE (logprobs), logprobs::JSON AS logprobs FROM eval_scores_new");
 }
 
-/** `tables/eval_results.parquet` and `tables/eval_differences.parquet`: one row per figure. */
-async function storeResults(store: RunStore, cells: readonly Cell[], differences: readonly Difference[]): Promise<void> {
+/** `tables/eval_results.parquet`, `eval_differences.parquet` and `eval_checks.parquet`: one row per figure. */
+async function storeResults(store: RunStore, cells: readonly Cell[], differences: readonly Difference[], checks: readonly JudgeCheck[]): Promise<void> {
   const figureColumns = { mean: "DOUBLE", lo: "DOUBLE", hi: "DOUBLE", questions: "INTEGER" } as const;
   await fillTempTable(
     store,
@@ -348,4 +372,11 @@ async function storeResults(store: RunStore, cells: readonly Cell[], differences
     differences.map((d) => [d.model, d.reference, d.prompt, d.trait, d.metric, d.interval.mean, d.interval.lo, d.interval.hi, d.interval.questions]),
   );
   await store.writeTable("eval_differences", "SELECT * FROM eval_differences_new ORDER BY ALL");
+  await fillTempTable(
+    store,
+    "eval_checks_new",
+    { model: "VARCHAR", trait: "VARCHAR", metric: "VARCHAR", ...figureColumns },
+    checks.map((c) => [c.model, c.trait, c.metric, c.interval.mean, c.interval.lo, c.interval.hi, c.interval.questions]),
+  );
+  await store.writeTable("eval_checks", "SELECT * FROM eval_checks_new ORDER BY ALL");
 }

@@ -1,4 +1,5 @@
 import { bootstrapMean, bootstrapPairedDifference, type Grouped, type Interval } from "./bootstrap.ts";
+import { CHECK_PROMPTS } from "./config.ts";
 
 /**
  * From scored answers to figures: per model, prompt and trait, the mean score and the rates with bootstrap
@@ -51,6 +52,18 @@ export interface Difference {
   interval: Interval;
 }
 
+/**
+ * The judge check of a trait (`instruction_check`): the reference model's figure under the instructions that ask
+ * for the trait minus under those that ask against it, paired over questions. Near zero, the judge (or the
+ * questions) does not tell the trait apart.
+ */
+export interface JudgeCheck {
+  model: string;
+  trait: string;
+  metric: Metric;
+  interval: Interval;
+}
+
 export interface SummaryOptions {
   threshold: number;
   coherenceThreshold: number;
@@ -82,7 +95,20 @@ function metricByQuestion(verdicts: readonly AnswerVerdict[], metric: Metric, o:
 
 const ordered = (groups: Map<number, number[]>): Grouped => [...groups.keys()].sort((a, b) => a - b).map((q) => groups.get(q)!);
 
-export function summarize(verdicts: readonly AnswerVerdict[], reference: string, o: SummaryOptions): { cells: Cell[]; differences: Difference[] } {
+/** The paired difference `a − b` of one metric over the questions both have values for; null when none. */
+function pairedMetric(a: readonly AnswerVerdict[], b: readonly AnswerVerdict[], metric: Metric, o: SummaryOptions): Interval | null {
+  const x = metricByQuestion(a, metric, o);
+  const y = metricByQuestion(b, metric, o);
+  const shared = [...x.keys()].filter((q) => y.has(q)).sort((p, q) => p - q);
+  if (shared.length === 0) return null;
+  return bootstrapPairedDifference(shared.map((q) => x.get(q)!), shared.map((q) => y.get(q)!), { resamples: o.resamples, seed: o.seed });
+}
+
+export function summarize(
+  verdicts: readonly AnswerVerdict[],
+  reference: string,
+  o: SummaryOptions,
+): { cells: Cell[]; differences: Difference[]; checks: JudgeCheck[] } {
   const byCell = new Map<Key, AnswerVerdict[]>();
   for (const v of verdicts) {
     const key = cellKey(v.model, v.prompt, v.trait);
@@ -118,21 +144,37 @@ export function summarize(verdicts: readonly AnswerVerdict[], reference: string,
     if (!base) continue;
     const arm = byCell.get(cellKey(cell.model, cell.prompt, cell.trait))!;
     for (const metric of METRICS) {
-      const a = metricByQuestion(arm, metric, o);
-      const b = metricByQuestion(base, metric, o);
       // Paired: only the questions both arms have values for, in the same order.
-      const shared = [...a.keys()].filter((q) => b.has(q)).sort((x, y) => x - y);
-      if (shared.length === 0) continue;
-      const interval = bootstrapPairedDifference(shared.map((q) => a.get(q)!), shared.map((q) => b.get(q)!), boot);
-      differences.push({ model: cell.model, reference, prompt: cell.prompt, trait: cell.trait, metric, interval });
+      const interval = pairedMetric(arm, base, metric, o);
+      if (interval) differences.push({ model: cell.model, reference, prompt: cell.prompt, trait: cell.trait, metric, interval });
     }
   }
-  return { cells, differences };
+
+  const checks: JudgeCheck[] = [];
+  for (const trait of new Set(cells.map((c) => c.trait))) {
+    const pos = byCell.get(cellKey(reference, CHECK_PROMPTS.pos, trait));
+    const neg = byCell.get(cellKey(reference, CHECK_PROMPTS.neg, trait));
+    if (!pos || !neg) continue;
+    for (const metric of ["mean_score", "trait_rate"] as const) {
+      const interval = pairedMetric(pos, neg, metric, o);
+      if (interval) checks.push({ model: reference, trait, metric, interval });
+    }
+  }
+  return { cells, differences, checks };
 }
 
-/** A warning for every figure resting on fewer than MIN_QUESTIONS questions, and for answers left unscored. */
-export function summaryWarnings(cells: readonly Cell[]): string[] {
+/**
+ * A warning for every figure resting on fewer than MIN_QUESTIONS questions, for answers left unscored, and for a
+ * judge check whose interval does not lie above zero.
+ */
+export function summaryWarnings(cells: readonly Cell[], checks: readonly JudgeCheck[] = []): string[] {
   const warnings: string[] = [];
+  for (const c of checks.filter((x) => x.metric === "mean_score" && x.interval.lo <= 0)) {
+    warnings.push(
+      `${c.trait}: judge check failed: ${c.model} instructed for the trait scores ${c.interval.mean.toFixed(1)} more than instructed against it ` +
+        `[${c.interval.lo.toFixed(1)}, ${c.interval.hi.toFixed(1)}] (n=${c.interval.questions} q); the judge or the questions may not measure it`,
+    );
+  }
   for (const cell of cells) {
     const where = `${cell.model} / ${cell.prompt} / ${cell.trait}`;
     const fewest = Math.min(...Object.values(cell.figures).map((f) => f.questions));
