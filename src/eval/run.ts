@@ -8,7 +8,7 @@ import type { ChatMessage, LlmAnswer, Parsed, TokenLogprob } from "../llm/types.
 import { fillTempTable } from "../llm/temp-table.ts";
 import type { Progress } from "../progress.ts";
 import { costUsd, type RoleUsage } from "../llm/usage.ts";
-import { RunStore, type ManifestEntry } from "../store/run-store.ts";
+import { RunStore, runningEntry } from "../store/run-store.ts";
 import { hashValue } from "../util/hash.ts";
 import { CHECK_PROMPTS, type EvalConfig, type EvalModel, type EvalTrait } from "./config.ts";
 import { allCapsScore, weightedScore, yesNoScore, type JudgeScore } from "./judge-score.ts";
@@ -123,7 +123,7 @@ export async function runEval(config: EvalConfig, options: EvalOptions): Promise
     const models: ModelOutcome[] = [];
     for (const model of config.models) {
       // A model whose server is down must not cost the others their figures: its outcome is recorded, the rest go on.
-      const entry = { ...manifestEntry(`eval:${model.name}`), config_hash: hashValue({ model, judge: config.judge.model }) };
+      const entry = { ...runningEntry(`eval:${model.name}`), config_hash: hashValue({ model, judge: config.judge.model }) };
       await store.saveManifestEntry(entry);
       const started = performance.now();
       const got = await evalModel(store, config, model, options);
@@ -165,10 +165,6 @@ export async function runEval(config: EvalConfig, options: EvalOptions): Promise
   } finally {
     store.close();
   }
-}
-
-function manifestEntry(stage: string): ManifestEntry {
-  return { stage, status: "running", fingerprint: "", config_hash: "", inputs: null, rows: null, counts: {}, details: {}, seconds: null, finished_at: null, error: null };
 }
 
 async function evalModel(
@@ -281,7 +277,7 @@ async function evalModel(
 function judgeCostLine(prompts: readonly string[], config: EvalConfig): string {
   const input = Math.round(prompts.reduce((n, p) => n + p.length, 0) / 4);
   const cost = costUsd({ input_tokens: input, output_tokens: prompts.length }, config.judge);
-  const price = cost === undefined ? "" : `, about $${cost.toFixed(2)} at llm prices`;
+  const price = cost === undefined ? "" : `, about $${cost.toFixed(2)} at the judge's prices`;
   return `${prompts.length} judge requests, about ${input.toLocaleString("en")} input tokens${price} (stored verdicts are free)`;
 }
 

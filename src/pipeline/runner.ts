@@ -2,7 +2,7 @@ import { join } from "node:path";
 import type { ResolvedConfig } from "../config/load.ts";
 import { StageError, UserError, isUserError } from "../errors.ts";
 import { silentProgress, type Progress } from "../progress.ts";
-import { RunStore, type ManifestEntry } from "../store/run-store.ts";
+import { RunStore, runningEntry, type ManifestEntry } from "../store/run-store.ts";
 import { exists, fileFingerprint } from "../util/fs.ts";
 import { hashValue } from "../util/hash.ts";
 import type { Stage } from "./stage.ts";
@@ -61,7 +61,7 @@ export async function runPipeline(config: ResolvedConfig, options: RunOptions = 
         // Recorded so `status` can tell "not asked for" from "not run yet"; written only when it changes, so a
         // rerun that does nothing still touches no file.
         if (manifest.get(stage.name)?.status !== "disabled") {
-          await store.saveManifestEntry({ ...emptyEntry(stage.name), status: "disabled" });
+          await store.saveManifestEntry({ ...runningEntry(stage.name), status: "disabled" });
         }
         reports.push(report(stage.name, "disabled"));
         continue;
@@ -87,7 +87,7 @@ export async function runPipeline(config: ResolvedConfig, options: RunOptions = 
       anyRan = true;
       log(`${stage.name}: ${stage.description}`);
       const started = performance.now();
-      const entry: ManifestEntry = { ...emptyEntry(stage.name), fingerprint, config_hash: configHash, inputs };
+      const entry: ManifestEntry = { ...runningEntry(stage.name), fingerprint, config_hash: configHash, inputs };
       await store.saveManifestEntry(entry);
       try {
         const outcome = await stage.run({ config, store, progress, log });
@@ -135,10 +135,6 @@ async function isUpToDate(
     if (!(await exists(join(store.dir, output)))) return false;
   }
   return true;
-}
-
-function emptyEntry(stage: string): ManifestEntry {
-  return { stage, status: "running", fingerprint: "", config_hash: "", inputs: null, rows: null, counts: {}, details: {}, seconds: null, finished_at: null, error: null };
 }
 
 function report(stage: string, status: StageRunStatus): StageReport {

@@ -24,6 +24,11 @@ export interface ManifestEntry {
   error: string | null;
 }
 
+/** A manifest entry for a stage that has just started: what a killed run leaves, shown as `interrupted`. */
+export function runningEntry(stage: string): ManifestEntry {
+  return { stage, status: "running", fingerprint: "", config_hash: "", inputs: null, rows: null, counts: {}, details: {}, seconds: null, finished_at: null, error: null };
+}
+
 export interface StoreSettings {
   threads?: number | undefined;
   memoryLimit?: string | undefined;
