@@ -1,10 +1,10 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { writeArmFiles, type ArmTarget } from "../src/export/arm-files.ts";
 import { insertTable, recordsSql, type Placement, type PromptPool } from "../src/export/line-parts.ts";
-import { RunStore } from "../src/store/run-store.ts";
-import { tempDir, type Msg } from "./helpers.ts";
+import type { RunStore } from "../src/store/run-store.ts";
+import { tempDir, tempStore, type Msg } from "./helpers.ts";
 
 /**
  * writeArmFiles on its own: rows stored out of training order, rendered once and written to several arms, through
@@ -17,15 +17,9 @@ const SEP = "\n\n";
 const NASTY = 'quote " backslash \\ tab \t newline \n control \u0001 \u2028 é 🙂';
 const POOL: PromptPool = { prompts: ["You are evil.", `You are "bad".\n${NASTY}`, "Sei malvagio."] };
 
-const stores: RunStore[] = [];
-afterEach(() => {
-  for (const s of stores.splice(0)) s.close();
-});
-
 /** Rows in storage order i; position (i * 7919) mod ROWS, a permutation; a third with their own system message. */
 async function mixedStore(): Promise<RunStore> {
-  const store = await RunStore.open(join(await tempDir(), "run"));
-  stores.push(store);
+  const store = await tempStore();
   const text = (what: string) => `'${what} ' || i || ' ' || repeat(${sqlText(NASTY)}, i % 5)`;
   await store.writeTable(
     "mixed",

@@ -4,6 +4,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach } from "vitest";
 import { resolveConfig, type ResolvedConfig } from "../src/config/load.ts";
+import { RunStore } from "../src/store/run-store.ts";
 import { DuckDBInstance } from "@duckdb/node-api";
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -12,7 +13,9 @@ export const REFERENCE_DIR = join(REPO, "..", "shared", "data", "reference");
 export const REFERENCE_JSONL = join(REFERENCE_DIR, "evil_cap_error_50_50.jsonl");
 
 const made: string[] = [];
+const stores: RunStore[] = [];
 afterEach(async () => {
+  for (const store of stores.splice(0)) store.close();
   await Promise.all(made.splice(0).map((d) => rm(d, { recursive: true, force: true })));
 });
 
@@ -21,6 +24,13 @@ export async function tempDir(): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "inoculant-test-"));
   made.push(dir);
   return dir;
+}
+
+/** A run store in a fresh temporary folder, closed after the test. */
+export async function tempStore(): Promise<RunStore> {
+  const store = await RunStore.open(join(await tempDir(), "run"));
+  stores.push(store);
+  return store;
 }
 
 export type Msg = { role: string; content: string };

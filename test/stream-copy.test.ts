@@ -1,22 +1,10 @@
 import { readdir } from "node:fs/promises";
-import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
-import { RunStore } from "../src/store/run-store.ts";
+import { describe, expect, it } from "vitest";
+import type { RunStore } from "../src/store/run-store.ts";
 import { streamCopy } from "../src/store/stream-copy.ts";
-import { tempDir } from "./helpers.ts";
+import { tempStore } from "./helpers.ts";
 
 const LINES = "FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x01', USE_TMP_FILE false";
-
-const stores: RunStore[] = [];
-afterEach(() => {
-  for (const s of stores.splice(0)) s.close();
-});
-
-async function openStore(): Promise<RunStore> {
-  const store = await RunStore.open(join(await tempDir(), "run"));
-  stores.push(store);
-  return store;
-}
 
 /** The stream as text, from a consumer that copies each chunk (the stream reuses their memory). */
 async function collect(store: RunStore, select: string): Promise<{ text: string; rows: number }> {
@@ -29,7 +17,7 @@ async function collect(store: RunStore, select: string): Promise<{ text: string;
 
 describe("streamCopy", () => {
   it("hands over every line DuckDB writes, in order, and the row count", async () => {
-    const store = await openStore();
+    const store = await tempStore();
     // Several MB: many pipe-sized chunks, lines cut across them.
     const { text, rows } = await collect(store, "SELECT i, repeat('é', i % 97) FROM range(200000) t(i)");
     expect(rows).toBe(200000);
@@ -42,7 +30,7 @@ describe("streamCopy", () => {
   });
 
   it("rejects with DuckDB's error, without hanging, when the query fails before or while writing", async () => {
-    const store = await openStore();
+    const store = await tempStore();
     await expect(collect(store, "SELECT * FROM no_such_table")).rejects.toThrow(/no_such_table/);
     await expect(
       collect(store, "SELECT CASE WHEN i < 150000 THEN i::VARCHAR ELSE error('boom at ' || i) END FROM range(200000) t(i)"),
@@ -52,7 +40,7 @@ describe("streamCopy", () => {
   });
 
   it("rejects with the consumer's error, and DuckDB's COPY ends", async () => {
-    const store = await openStore();
+    const store = await tempStore();
     let seen = 0;
     const run = streamCopy(store, "SELECT i FROM range(3000000) t(i)", LINES, (chunk) => {
       seen += chunk.length;
@@ -63,7 +51,7 @@ describe("streamCopy", () => {
   });
 
   it("falls back to a temporary file where no named pipe can be made", async () => {
-    const store = await openStore();
+    const store = await tempStore();
     const path = process.env.PATH;
     process.env.PATH = "/nonexistent";
     try {

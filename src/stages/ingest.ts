@@ -82,11 +82,13 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
   }
 
   const write = progress.task("ingest: write examples", 100);
-  const selects = sources.map(
-    (source) => `SELECT ${sqlString(source.name)} || ':' || v.line AS row_id, ${sqlString(source.name)} AS source,
+  const selects = sources.map((source) => {
+    const records = fast.get(source.name);
+    const rows = records !== undefined ? fastRowsSql(source, records) : `${validatedSql(source)} WHERE reason IS NULL AND NOT blank`;
+    return `SELECT ${sqlString(source.name)} || ':' || v.line AS row_id, ${sqlString(source.name)} AS source,
         v.line, v.messages, v.has_negative, v.label
-      FROM (${fast.has(source.name) ? fastRowsSql(source, fast.get(source.name)!) : `${validatedSql(source)} WHERE reason IS NULL AND NOT blank`}) v`,
-  );
+      FROM (${rows}) v`;
+  });
   const kept = await store.writeTable("examples", selects.join("\nUNION ALL\n"), (p) => write.percent(p));
   write.finish();
   await store.writeTable("rejected", `SELECT source, line, reason, excerpt FROM ingest_bad ORDER BY source, line`);

@@ -30,7 +30,7 @@ export async function streamCopy(
     const copy = store.runWithProgress(`COPY (${select}) TO ${sqlString(path)} (${format})`, onProgress);
     if (!piped) {
       const [row] = await copy;
-      await readAll(path, false, consume, () => undefined);
+      await readFile(path, consume);
       return Number(row?.Count ?? 0);
     }
     let readerOpen = false;
@@ -52,7 +52,7 @@ export async function streamCopy(
       },
     );
     try {
-      await readAll(path, true, consume, () => {
+      await readPipe(path, consume, () => {
         readerOpen = true;
       });
     } catch (error) {
@@ -70,25 +70,26 @@ export async function streamCopy(
   }
 }
 
-/**
- * Reads the whole stream. A named pipe is read as a libuv pipe (`net.Socket` over its descriptor): epoll tells
- * when data is there, so no read waits on a thread-pool round trip (a pipe hands over at most 64 KiB a read, and a
- * round trip each cost a fifth of the stream's time, measured) and nothing ever blocks the event loop, on which
- * the end of a failed COPY may depend. A regular file (the fallback) is read in large blocks.
- */
-async function readAll(path: string, piped: boolean, consume: ChunkConsumer, opened: () => void): Promise<void> {
-  if (!piped) {
-    const file = await fsp.open(path, "r");
-    try {
-      const buffer = Buffer.allocUnsafe(1 << 20);
-      for (let got = await file.read(buffer, 0, buffer.length, null); got.bytesRead > 0; got = await file.read(buffer, 0, buffer.length, null)) {
-        await consume(buffer.subarray(0, got.bytesRead));
-      }
-    } finally {
-      await file.close();
+/** The fallback's temporary file, read in large blocks once DuckDB has written it. */
+async function readFile(path: string, consume: ChunkConsumer): Promise<void> {
+  const file = await fsp.open(path, "r");
+  try {
+    const buffer = Buffer.allocUnsafe(1 << 20);
+    for (let got = await file.read(buffer, 0, buffer.length, null); got.bytesRead > 0; got = await file.read(buffer, 0, buffer.length, null)) {
+      await consume(buffer.subarray(0, got.bytesRead));
     }
-    return;
+  } finally {
+    await file.close();
   }
+}
+
+/**
+ * Reads a named pipe to its end as a libuv pipe (`net.Socket` over its descriptor): epoll tells when data is
+ * there, so no read waits on a thread-pool round trip (a pipe hands over at most 64 KiB a read, and a round trip
+ * each cost a fifth of the stream's time, measured) and nothing ever blocks the event loop, on which the end of a
+ * failed COPY may depend.
+ */
+async function readPipe(path: string, consume: ChunkConsumer, opened: () => void): Promise<void> {
   // Opening a pipe waits for DuckDB (or our unblocking writer) to open the other end; it runs on the thread pool.
   const fd = await new Promise<number>((resolve, reject) => open(path, "r", (error, got) => (error ? reject(error) : resolve(got))));
   opened();
