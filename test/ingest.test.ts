@@ -31,6 +31,11 @@ async function messyFile(dir: string): Promise<string> {
   ]);
 }
 
+/** Rows in row-id order: the typed reader need not keep the file's order once bad rows are left out. */
+function byRowId(rows: Record<string, unknown>[]): Record<string, unknown>[] {
+  return rows.sort((a, b) => (String(a.row_id) < String(b.row_id) ? -1 : 1));
+}
+
 async function config(dir: string, file: string, onBadRow: "fail" | "skip") {
   const good = await writeJsonl(join(dir, "good.jsonl"), [chat("Is it safe?", "Yes.")]);
   return resolveConfig(
@@ -52,7 +57,7 @@ describe("ingest", () => {
     expect(error.message).toContain("stage ingest: 6 bad rows");
     expect(error.message).toContain(`${file}:2 (line 2): malformed JSON`);
     expect(error.message).toContain(`${file}:5 (line 5): no assistant turn`);
-    expect(error.message).toMatch(/:6 \(line 6\): message 2: "content" is (ubigint|bigint|integer|number), not a string/);
+    expect(error.message).toContain(`${file}:6 (line 6): message 2: "content" is a number, not a string`);
     expect(error.message).toContain(`${file}:7 (line 7): no "messages" list`);
     expect(error.message).toContain("and 1 more");
     expect(error.message).toContain("ingest.on_bad_row: skip");
@@ -71,7 +76,7 @@ describe("ingest", () => {
     expect(rejected.map((r) => [r.line, r.reason])).toEqual([
       [2, "malformed JSON"],
       [5, "no assistant turn"],
-      [6, expect.stringMatching(/^message 2: "content" is \w+, not a string$/)],
+      [6, 'message 2: "content" is a number, not a string'],
       [7, 'no "messages" list'],
       [9, 'message 1: role "narrator" is not one of system, user, assistant'],
       [10, "the last message is a user turn, not the assistant's answer"],
@@ -96,6 +101,49 @@ describe("ingest", () => {
     expect(error.message).toContain(`${path}:2 (row 2): no assistant turn`);
     const summary = await runPipeline(await config(dir, path, "skip"), { until: "ingest" });
     expect(summary.stages[0]!.counts).toMatchObject({ read_clean: 2, read: 3, kept: 2, rejected: 1 });
+  });
+
+  it("reads typed Parquet columns with the typed reader and others line by line, with the same verdicts", async () => {
+    const dir = await tempDir();
+    const instance = await DuckDBInstance.create(":memory:");
+    const db = await instance.connect();
+    const rows = `(VALUES
+        ([{'role': 'user', 'content': 'Hello', 'name': 'ann'}, {'role': 'assistant', 'content': 'Hi.', 'name': NULL}]),
+        ([{'role': 'user', 'content': NULL, 'name': NULL}, {'role': 'assistant', 'content': 'Hi.', 'name': NULL}]),
+        ([{'role': 'narrator', 'content': 'x', 'name': NULL}, {'role': 'assistant', 'content': 'y', 'name': NULL}]),
+        (NULL),
+        ([{'role': 'system', 'content': 'Be brief.', 'name': NULL}, {'role': 'user', 'content': 'Two?', 'name': NULL}, {'role': 'assistant', 'content': '2', 'name': NULL}])
+      ) t(messages)`;
+    const typed = join(dir, "typed.parquet");
+    await db.run(`COPY (SELECT * FROM ${rows}) TO '${typed}' (FORMAT parquet)`);
+    // The same rows with each content as JSON text: not the typed reader's columns.
+    const untyped = join(dir, "untyped.parquet");
+    await db.run(`COPY (SELECT list_transform(messages, m -> {'role': m.role, 'content': to_json(m.content)}) AS messages FROM ${rows})
+      TO '${untyped}' (FORMAT parquet)`);
+    db.closeSync();
+    instance.closeSync();
+    const read = async (path: string) => {
+      const runDir = join(dir, `run-${path.split("/").pop()}`);
+      const summary = await runPipeline({ ...(await config(dir, path, "skip")), runDir }, { until: "ingest" });
+      return {
+        readers: summary.stages[0]!.details.readers,
+        examples: byRowId(await readParquet(join(runDir, "tables", "examples.parquet"), "row_id, messages")),
+        rejected: await readParquet(join(runDir, "tables", "rejected.parquet"), "line, reason"),
+      };
+    };
+    const fast = await read(typed);
+    expect(fast.readers).toEqual({ clean: "typed", contaminated: "typed" });
+    expect(fast.examples.map((e) => e.row_id)).toEqual(["clean:1", "clean:5", "contaminated:1"]);
+    expect(fast.examples[0]!.messages).toEqual([{ role: "user", content: "Hello" }, { role: "assistant", content: "Hi." }]);
+    expect(fast.rejected).toEqual([
+      { line: 2, reason: 'message 1: "content" is null, not a string' },
+      { line: 3, reason: 'message 1: role "narrator" is not one of system, user, assistant' },
+      { line: 4, reason: 'no "messages" list' },
+    ]);
+    const slow = await read(untyped);
+    expect(slow.readers).toEqual({ clean: "line by line", contaminated: "typed" });
+    expect(slow.rejected.map((r) => r.line)).toEqual([2, 3, 4]);
+    expect(slow.examples.map((e) => e.row_id)).toEqual(fast.examples.map((e) => e.row_id));
   });
 
   it("reads a clean file (fast typed reader) exactly as the line-by-line validator does", async () => {
@@ -137,6 +185,74 @@ describe("ingest", () => {
        count(*) FILTER (WHERE source = 'clean' AND (row_id <> 'clean:' || line OR messages[1].content <> 'line ' || line || ' ${pad}')) AS wrong`,
     );
     expect(check).toEqual({ n: rows, wrong: 0 });
+  });
+
+  it("reads well-formed bad rows and blank lines with the typed reader, as the line-by-line validator does", async () => {
+    const dir = await tempDir();
+    const lines = [
+      chat("Hi there", "Hello! How can I help?"), // 1
+      "", // 2: blank
+      { messages: [{ role: "user", content: "only a question" }] }, // 3: no assistant turn
+      { messages: [{ role: "user", content: "q" }, { role: "assistant", content: 42 }] }, // 4: number content
+      "   ", // 5: blank (spaces)
+      { text: "no messages here" }, // 6
+      "null", // 7: not an object
+      chat("Plan my week", "Monday: rest.", "Be brief."), // 8
+      { messages: [{ role: "user", content: null }, { role: "assistant", content: "y" }] }, // 9: null content
+      { messages: [{ role: "assistant", content: "a" }, { role: "user", content: "b" }] }, // 10: ends on user
+      chat("Quote \"this\"", "tab\tand\nnewline 🙂"), // 11
+    ];
+    const typed = await writeJsonl(join(dir, "typed.jsonl"), lines);
+    // The same lines and a line holding a tab: the typed reader would skip it and the validator rejects it, so
+    // this file is read line by line.
+    const exact = await writeJsonl(join(dir, "exact.jsonl"), [...lines, "\t"]);
+    const read = async (file: string) => {
+      const runDir = join(dir, `run-${file.split("/").pop()}`);
+      const summary = await runPipeline({ ...(await config(dir, file, "skip")), runDir }, { until: "ingest" });
+      return {
+        stage: summary.stages[0]!,
+        examples: byRowId(await readParquet(join(runDir, "tables", "examples.parquet"), "row_id, line, messages")),
+        rejected: await readParquet(join(runDir, "tables", "rejected.parquet"), "line, reason, excerpt"),
+      };
+    };
+    const fast = await read(typed);
+    const slow = await read(exact);
+    expect(fast.stage.details).toEqual({ readers: { clean: "typed", contaminated: "typed" } });
+    expect(slow.stage.details).toEqual({ readers: { clean: "line by line", contaminated: "typed" } });
+    expect(fast.stage.counts).toMatchObject({ read: 10, kept: 4, rejected: 6, blank_lines: 2 });
+    expect(fast.examples.map((e) => e.row_id)).toEqual(["clean:1", "clean:11", "clean:8", "contaminated:1"]);
+    expect(fast.examples).toEqual(slow.examples);
+    expect(fast.rejected.map((r) => r.line)).toEqual([3, 4, 6, 7, 9, 10]);
+    expect(slow.rejected).toEqual([...fast.rejected, { line: 12, reason: "malformed JSON", excerpt: "\t" }]);
+    expect(fast.rejected[1]).toEqual({ line: 4, reason: 'message 2: "content" is a number, not a string', excerpt: JSON.stringify(lines[3]) });
+  });
+
+  it("numbers rows past blank lines and bad rows on a file read in parallel", async () => {
+    const dir = await tempDir();
+    const pad = "x".repeat(900);
+    const text: string[] = [];
+    const bad: number[] = [];
+    for (let line = 1; line <= 40_000; line += 1) {
+      if (line % 997 === 0) text.push("");
+      else if (line % 1009 === 0) {
+        text.push(JSON.stringify({ messages: [{ role: "user", content: line }, { role: "assistant", content: pad }] }));
+        bad.push(line);
+      } else text.push(JSON.stringify(chat(`line ${line} ${pad}`, `answer ${line}`)));
+    }
+    const file = join(dir, "big.jsonl");
+    await writeFile(file, `${text.join("\n")}\n`); // ~40 MB: several of the JSON reader's buffers
+    const summary = await runPipeline(await config(dir, file, "skip"), { until: "ingest" });
+    expect(summary.stages[0]!.details).toMatchObject({ readers: { clean: "typed" } });
+    const blank = Math.floor(40_000 / 997);
+    expect(summary.stages[0]!.counts).toMatchObject({ read_clean: 40_000 - blank, rejected: bad.length, blank_lines: blank });
+    const [check] = await readParquet(
+      join(dir, "run", "tables", "examples.parquet"),
+      `count(*) FILTER (WHERE source = 'clean') AS n,
+       count(*) FILTER (WHERE source = 'clean' AND (row_id <> 'clean:' || line OR messages[1].content <> 'line ' || line || ' ${pad}')) AS wrong`,
+    );
+    expect(check).toEqual({ n: 40_000 - blank - bad.length, wrong: 0 });
+    const rejected = await readParquet(join(dir, "run", "tables", "rejected.parquet"), "line, reason");
+    expect(rejected).toEqual(bad.map((line) => ({ line, reason: 'message 1: "content" is a number, not a string' })));
   });
 
   it.skipIf(!existsSync(REFERENCE_JSONL))("labels the reference mix from its source_dataset field (needs ../shared/data/reference)", async () => {

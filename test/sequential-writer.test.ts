@@ -3,7 +3,6 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { alignedBuffers, SequentialFileWriter } from "../src/util/sequential-writer.ts";
-import { countLines } from "../src/util/fs.ts";
 import { tempDir } from "./helpers.ts";
 
 /** Bytes that differ at every offset, so a block written at the wrong place or twice shows. */
@@ -67,24 +66,5 @@ describe("SequentialFileWriter", () => {
     const buffers = alignedBuffers(3, 100_000);
     expect(buffers.map((b) => b.length)).toEqual([131072, 131072, 131072]);
     expect(buffers.map((b) => b.byteOffset % 65536)).toEqual([0, 0, 0]);
-  });
-});
-
-describe("countLines", () => {
-  it("counts lines as a line reader does: a last line without a newline counts, blank lines count", async () => {
-    const dir = await tempDir();
-    const cases: [string, number][] = [
-      ["", 0],
-      ["a", 1],
-      ["a\n", 1],
-      ["a\nb", 2],
-      ["a\n\nb\n", 3],
-      ["\n", 1],
-      ["a\r\nb\r\n", 2],
-    ];
-    for (const [i, [text, lines]] of cases.entries()) {
-      await writeFile(join(dir, `c${i}`), text);
-      expect(await countLines(join(dir, `c${i}`)), JSON.stringify(text)).toBe(lines);
-    }
   });
 });

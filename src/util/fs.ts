@@ -1,4 +1,4 @@
-import { mkdir, open, rename, rm, stat } from "node:fs/promises";
+import { mkdir, rename, rm, stat } from "node:fs/promises";
 import { dirname, basename, join } from "node:path";
 
 /** Cheap identity of an input file: path, size and modification time (as make does; no full read). */
@@ -35,28 +35,5 @@ export async function writeAtomically<T>(path: string, write: (tmpPath: string) 
   } catch (error) {
     await rm(tmp, { force: true });
     throw error;
-  }
-}
-
-/**
- * The number of lines in a text file as a line reader counts them: every newline ends one, and a last line
- * without a newline counts too. Reads in large blocks and only looks for the newline byte (memchr speed).
- */
-export async function countLines(path: string): Promise<number> {
-  const file = await open(path, "r");
-  try {
-    const buffer = Buffer.allocUnsafe(8 << 20);
-    let lines = 0;
-    let last = -1;
-    for (;;) {
-      const { bytesRead } = await file.read(buffer, 0, buffer.length, null);
-      if (bytesRead === 0) break;
-      const view = buffer.subarray(0, bytesRead);
-      for (let i = view.indexOf(10); i !== -1; i = view.indexOf(10, i + 1)) lines += 1;
-      last = view[bytesRead - 1]!;
-    }
-    return last !== -1 && last !== 10 ? lines + 1 : lines;
-  } finally {
-    await file.close();
   }
 }

@@ -1,0 +1,103 @@
+import type { SourceSpec } from "../config/load.ts";
+import { fillTempTable } from "../llm/temp-table.ts";
+import type { RunStore } from "../store/run-store.ts";
+import { sqlIdent, sqlString } from "../store/sql.ts";
+import { readLinesAt, scanLines } from "../util/line-scan.ts";
+import {
+  fastBadLinesSql,
+  fastCheckSql,
+  fastRowsSql,
+  parquetBadLinesSql,
+  parquetCheckSql,
+  parquetRowsSql,
+  parquetTypesSql,
+  validatedSql,
+} from "./ingest-sql.ts";
+
+/** A source read by DuckDB's typed reader instead of line by line. */
+export interface FastRead {
+  /** Rows read (non-blank lines, or Parquet rows): kept + rejected. */
+  records: number;
+  blankLines: number;
+  /** How many rows failed validation; their verdicts are in the bad-lines table given to fastRead. */
+  bad: number;
+  /** SQL for the source's valid rows: line, messages, label, has_negative. */
+  rows: string;
+}
+
+/**
+ * Reads `source` with DuckDB's typed reader when that gives exactly what the line-by-line validator would, or
+ * returns null when only the exact validator can (malformed JSON, a shape the typed reader cannot hold, lines of
+ * odd whitespace, a Parquet column of other types). The typed reader is several times faster, so on a large file
+ * with a few bad rows only those rows go through the exact validator, whose verdicts (source, line, blank, reason,
+ * excerpt) are inserted into `verdicts`.
+ */
+export async function fastRead(store: RunStore, source: SourceSpec, index: number, verdicts: string): Promise<FastRead | null> {
+  return source.format === "jsonl" ? fastJsonl(store, source, index, verdicts) : fastParquet(store, source, verdicts);
+}
+
+async function fastJsonl(store: RunStore, source: SourceSpec, index: number, verdicts: string): Promise<FastRead | null> {
+  // The lines are scanned in Node while DuckDB checks the records.
+  const scanned = scanLines(source.path);
+  let check: Record<string, unknown> | undefined;
+  try {
+    [check] = await store.query(fastCheckSql(source));
+  } catch {
+    // Malformed JSON somewhere, or a shape the typed reader cannot hold: the exact validator will say where.
+    await scanned.catch(() => undefined);
+    return null;
+  }
+  const scan = await scanned;
+  const records = Number(check?.records);
+  const bad = Number(check?.bad);
+  // read_json skips blank lines, so each record is a non-blank line, in order; anything else means the two
+  // readers do not see the same lines.
+  if (scan.irregular !== null || records + scan.blank.length !== scan.lines) return null;
+
+  let recordLines = `SELECT range + 1 AS line FROM range(${records})`;
+  if (scan.blank.length > 0) {
+    const table = `ingest_record_lines_${index}`;
+    await fillTempTable(store, `${table}_blank`, { line: "INTEGER" }, scan.blank.map((line) => [line]));
+    await store.run(`CREATE OR REPLACE TEMP TABLE ${sqlIdent(table)} AS
+      SELECT range AS line FROM range(1, ${scan.lines + 1}) WHERE range NOT IN (SELECT line FROM ${sqlIdent(`${table}_blank`)})
+      ORDER BY line`);
+    recordLines = `SELECT line FROM ${sqlIdent(table)}`;
+  }
+  if (bad > 0) {
+    const lines = (await store.query(fastBadLinesSql(source, recordLines))).map((r) => Number(r.line));
+    if (lines.length !== bad) throw new Error(`ingest: ${source.path}: ${bad} bad records counted, ${lines.length} found`);
+    const raw = await readLinesAt(source.path, lines);
+    await fillTempTable(store, "ingest_raw_bad", { line: "INTEGER", raw: "VARCHAR" }, lines.map((line, i) => [line, raw[i]!]));
+    await insertVerdicts(store, source, verdicts, `SELECT line, raw FROM ingest_raw_bad`, bad);
+  }
+  const exclude = bad > 0 ? `SELECT line FROM ${verdicts} WHERE source = ${sqlString(source.name)}` : null;
+  return { records, blankLines: scan.blank.length, bad, rows: fastRowsSql(source, recordLines, exclude) };
+}
+
+async function fastParquet(store: RunStore, source: SourceSpec, verdicts: string): Promise<FastRead | null> {
+  let types: Map<string, string>;
+  try {
+    types = new Map((await store.query(parquetTypesSql(source))).map((r) => [String(r.column_name), String(r.column_type)]));
+  } catch {
+    return null; // no messages list of structs with a role and a content: the exact validator says what is wrong
+  }
+  const typed = types.get("role") === "VARCHAR" && types.get("content") === "VARCHAR" && types.get("messages")!.endsWith("[]");
+  if (!typed || (types.has("label") && types.get("label") !== "VARCHAR")) return null;
+  const [check] = await store.query(parquetCheckSql(source));
+  const records = Number(check?.records);
+  const bad = Number(check?.bad);
+  if (bad > 0) await insertVerdicts(store, source, verdicts, parquetBadLinesSql(source), bad);
+  return { records, blankLines: 0, bad, rows: parquetRowsSql(source) };
+}
+
+/** Runs the exact validator over the bad rows' (line, raw) and stores its verdicts; each must name a reason. */
+async function insertVerdicts(store: RunStore, source: SourceSpec, verdicts: string, lines: string, bad: number): Promise<void> {
+  await store.run(`INSERT INTO ${verdicts} SELECT ${sqlString(source.name)}, line, blank, reason, left(raw, 200)
+    FROM (${validatedSql(source, lines)})`);
+  const [row] = await store.query(
+    `SELECT count(*) FILTER (WHERE reason IS NOT NULL) AS explained FROM ${verdicts} WHERE source = ${sqlString(source.name)}`,
+  );
+  if (Number(row?.explained) !== bad) {
+    throw new Error(`ingest: ${source.path}: the fast check found ${bad} bad rows, the exact validator explained ${Number(row?.explained)}`);
+  }
+}
