@@ -5,6 +5,7 @@ import { DuckDBInstance } from "@duckdb/node-api";
 import { describe, expect, it } from "vitest";
 import { resolveConfig } from "../src/config/load.ts";
 import { runPipeline } from "../src/pipeline/runner.ts";
+import { MAX_FAST_BAD_ROWS } from "../src/stages/ingest-fast.ts";
 import { REFERENCE_JSONL, chat, readParquet, tempDir, writeJsonl } from "./helpers.ts";
 
 /** Six good rows and one of each kind of bad row, with a blank line in the middle. */
@@ -253,6 +254,17 @@ describe("ingest", () => {
     expect(check).toEqual({ n: 40_000 - blank - bad.length, wrong: 0 });
     const rejected = await readParquet(join(dir, "run", "tables", "rejected.parquet"), "line, reason");
     expect(rejected).toEqual(bad.map((line) => ({ line, reason: 'message 1: "content" is a number, not a string' })));
+  });
+
+  it("validates a file of mostly bad rows line by line, keeping their text in DuckDB", async () => {
+    const dir = await tempDir();
+    const bad = Array.from({ length: MAX_FAST_BAD_ROWS + 1 }, (_, i) => ({ messages: [{ role: "user", content: [{ type: "text", text: `q${i}` }] }, { role: "assistant", content: "a" }] }));
+    const file = await writeJsonl(join(dir, "parts.jsonl"), [chat("Hi", "Hello."), ...bad]);
+    const summary = await runPipeline(await config(dir, file, "skip"), { until: "ingest" });
+    expect(summary.stages[0]!.details).toEqual({ readers: { clean: "line by line", contaminated: "typed" } });
+    expect(summary.stages[0]!.counts).toMatchObject({ read_clean: bad.length + 1, rejected: bad.length });
+    const [first] = await readParquet(join(dir, "run", "tables", "rejected.parquet"), "line, reason");
+    expect(first).toEqual({ line: 2, reason: 'message 1: "content" is a list, not a string' });
   });
 
   it.skipIf(!existsSync(REFERENCE_JSONL))("labels the reference mix from its source_dataset field (needs ../shared/data/reference)", async () => {

@@ -14,6 +14,9 @@ import {
   validatedSql,
 } from "./ingest-sql.ts";
 
+/** The most bad rows a fast read of a JSONL file hands to the exact validator. */
+export const MAX_FAST_BAD_ROWS = 5000;
+
 /** A source read by DuckDB's typed reader instead of line by line. */
 export interface FastRead {
   /** Rows read (non-blank lines, or Parquet rows): kept + rejected. */
@@ -53,6 +56,9 @@ async function fastJsonl(store: RunStore, source: SourceSpec, index: number, ver
   // read_json skips blank lines, so each record is a non-blank line, in order; anything else means the two
   // readers do not see the same lines.
   if (scan.irregular !== null || records + scan.blank.length !== scan.lines) return null;
+  // The bad rows' text is fetched in Node for the exact validator; past a few thousand (a whole file in another
+  // format, say) the line-by-line validator, which keeps everything in DuckDB, is the better way.
+  if (bad > MAX_FAST_BAD_ROWS) return null;
 
   let recordLines = `SELECT range + 1 AS line FROM range(${records})`;
   if (scan.blank.length > 0) {
