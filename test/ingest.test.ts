@@ -267,6 +267,22 @@ describe("ingest", () => {
     expect(first).toEqual({ line: 2, reason: 'message 1: "content" is a list, not a string' });
   });
 
+  it("numbers the lines of a CRLF file read line by line, and refuses a file that mixes line endings", async () => {
+    const dir = await tempDir();
+    const good = JSON.stringify(chat("Hi", "Hello."));
+    const crlf = join(dir, "crlf.jsonl");
+    await writeFile(crlf, [good, "", '{"messages": [', good].join("\r\n") + "\r\n");
+    const summary = await runPipeline(await config(dir, crlf, "skip"), { until: "ingest" });
+    expect(summary.stages[0]!.counts).toMatchObject({ read_clean: 3, blank_lines: 1, rejected: 1 });
+    expect(await readParquet(join(dir, "run", "tables", "rejected.parquet"), "line, reason")).toEqual([{ line: 3, reason: "malformed JSON" }]);
+
+    const mixed = join(dir, "mixed.jsonl");
+    await writeFile(mixed, `${good}\n${good}\r\n{"messages": [\n${good}\n`);
+    const error = (await runPipeline({ ...(await config(dir, mixed, "skip")), runDir: join(dir, "run2") }, { until: "ingest" }).catch((e: unknown) => e)) as Error;
+    expect(error.message).toContain(`${mixed}: the line reader sees 5 lines where the file has 4: it mixes line endings`);
+    expect(error.message).toContain("dos2unix");
+  });
+
   it.skipIf(!existsSync(REFERENCE_JSONL))("labels the reference mix from its source_dataset field (needs ../shared/data/reference)", async () => {
     const dir = await tempDir();
     const cfg = await resolveConfig(

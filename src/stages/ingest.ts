@@ -1,6 +1,9 @@
 import { StageError } from "../errors.ts";
 import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
 import { sqlString, sqlStringList } from "../store/sql.ts";
+import type { SourceSpec } from "../config/load.ts";
+import type { RunStore } from "../store/run-store.ts";
+import { scanLines } from "../util/line-scan.ts";
 import { fastRead, type FastRead } from "./ingest-fast.ts";
 import { exactRowsSql, validatedSql } from "./ingest-sql.ts";
 
@@ -45,12 +48,14 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
       onProgress(100);
       continue;
     }
+    const scanned = source.format === "jsonl" ? scanLines(source.path) : null;
     await store.runWithProgress(
       `INSERT INTO ingest_lines SELECT ${sqlString(source.name)}, line, blank, reason,
          CASE WHEN reason IS NOT NULL THEN left(raw, 200) END
        FROM (${validatedSql(source)})`,
       onProgress,
-    );
+    ).finally(() => scanned?.catch(() => undefined));
+    if (scanned) await checkLineCount(store, source, (await scanned).lines);
   }
   check.finish();
   const exact = sources.filter((s) => !fast.has(s.name)).map((s) => s.name);
@@ -103,4 +108,21 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
   // Which reader each source took: the typed one is several times faster, so a slow ingest can be explained.
   const readers = Object.fromEntries(sources.map((s) => [s.name, fast.has(s.name) ? "typed" : "line by line"]));
   return { rows: kept, counts, details: { readers } };
+}
+
+/**
+ * DuckDB's line reader ends a line at a carriage return too, so in a file that mixes \n and \r\n endings it sees
+ * an extra empty line after each \r\n, and every line number after the first would be wrong. Such a file fails
+ * with the fix instead.
+ */
+async function checkLineCount(store: RunStore, source: SourceSpec, lines: number): Promise<void> {
+  const [row] = await store.query(`SELECT count(*) AS n FROM ingest_lines WHERE source = ${sqlString(source.name)}`);
+  const seen = Number(row?.n);
+  if (seen !== lines) {
+    throw new StageError(
+      "ingest",
+      `${source.path}: the line reader sees ${seen} lines where the file has ${lines}: it mixes line endings (\\n and ` +
+        `\\r\\n) or holds a lone carriage return. Convert it to one kind of line ending (for example with dos2unix).`,
+    );
+  }
 }
