@@ -43,5 +43,7 @@ describe("readLinesAt", () => {
     expect(await readLinesAt(path, [1, 3, 4, 5])).toEqual(["one", "", "four", "five"]);
     expect(await readLinesAt(path, [])).toEqual([]);
     await expect(readLinesAt(path, [6])).rejects.toThrow(/has no line 6/);
+    expect(await readLinesAt(path, [1, 4], 8)).toEqual(["one", "four"]); // "one\r" and "four"
+    expect(await readLinesAt(path, [1, 4], 7)).toBeNull();
   });
 });

@@ -14,8 +14,9 @@ import {
   validatedSql,
 } from "./ingest-sql.ts";
 
-/** The most bad rows a fast read of a JSONL file hands to the exact validator. */
+/** The most bad rows a fast read of a JSONL file hands to the exact validator, and the most text they may hold. */
 export const MAX_FAST_BAD_ROWS = 5000;
+const MAX_FAST_BAD_BYTES = 256 << 20;
 
 /** A source read by DuckDB's typed reader instead of line by line. */
 export interface FastRead {
@@ -35,16 +36,28 @@ export interface FastRead {
  * with a few bad rows only those rows go through the exact validator, whose verdicts (source, line, blank, reason,
  * excerpt) are inserted into `verdicts`.
  */
-export async function fastRead(store: RunStore, source: SourceSpec, index: number, verdicts: string): Promise<FastRead | null> {
-  return source.format === "jsonl" ? fastJsonl(store, source, index, verdicts) : fastParquet(store, source, verdicts);
+export async function fastRead(
+  store: RunStore,
+  source: SourceSpec,
+  index: number,
+  verdicts: string,
+  onProgress: (percent: number) => void,
+): Promise<FastRead | null> {
+  return source.format === "jsonl" ? fastJsonl(store, source, index, verdicts, onProgress) : fastParquet(store, source, verdicts, onProgress);
 }
 
-async function fastJsonl(store: RunStore, source: SourceSpec, index: number, verdicts: string): Promise<FastRead | null> {
+async function fastJsonl(
+  store: RunStore,
+  source: SourceSpec,
+  index: number,
+  verdicts: string,
+  onProgress: (percent: number) => void,
+): Promise<FastRead | null> {
   // The lines are scanned in Node while DuckDB checks the records.
   const scanned = scanLines(source.path);
   let check: Record<string, unknown> | undefined;
   try {
-    [check] = await store.query(fastCheckSql(source));
+    [check] = await store.runWithProgress(fastCheckSql(source), onProgress);
   } catch {
     // Malformed JSON somewhere, or a shape the typed reader cannot hold: the exact validator will say where.
     await scanned.catch(() => undefined);
@@ -72,7 +85,8 @@ async function fastJsonl(store: RunStore, source: SourceSpec, index: number, ver
   if (bad > 0) {
     const lines = (await store.query(fastBadLinesSql(source, recordLines))).map((r) => Number(r.line));
     if (lines.length !== bad) throw new Error(`ingest: ${source.path}: ${bad} bad records counted, ${lines.length} found`);
-    const raw = await readLinesAt(source.path, lines);
+    const raw = await readLinesAt(source.path, lines, MAX_FAST_BAD_BYTES);
+    if (raw === null) return null;
     await fillTempTable(store, "ingest_raw_bad", { line: "INTEGER", raw: "VARCHAR" }, lines.map((line, i) => [line, raw[i]!]));
     await insertVerdicts(store, source, verdicts, `SELECT line, raw FROM ingest_raw_bad`, bad);
   }
@@ -80,7 +94,12 @@ async function fastJsonl(store: RunStore, source: SourceSpec, index: number, ver
   return { records, blankLines: scan.blank.length, bad, rows: fastRowsSql(source, recordLines, exclude) };
 }
 
-async function fastParquet(store: RunStore, source: SourceSpec, verdicts: string): Promise<FastRead | null> {
+async function fastParquet(
+  store: RunStore,
+  source: SourceSpec,
+  verdicts: string,
+  onProgress: (percent: number) => void,
+): Promise<FastRead | null> {
   let types: Map<string, string>;
   try {
     types = new Map((await store.query(parquetTypesSql(source))).map((r) => [String(r.column_name), String(r.column_type)]));
@@ -89,7 +108,7 @@ async function fastParquet(store: RunStore, source: SourceSpec, verdicts: string
   }
   const typed = types.get("role") === "VARCHAR" && types.get("content") === "VARCHAR" && types.get("messages")!.endsWith("[]");
   if (!typed || (types.has("label") && types.get("label") !== "VARCHAR")) return null;
-  const [check] = await store.query(parquetCheckSql(source));
+  const [check] = await store.runWithProgress(parquetCheckSql(source), onProgress);
   const records = Number(check?.records);
   const bad = Number(check?.bad);
   if (bad > 0) await insertVerdicts(store, source, verdicts, parquetBadLinesSql(source), bad);

@@ -76,9 +76,9 @@ export async function scanLines(path: string): Promise<LineScan> {
 
 /**
  * The text of the given lines (1-based, ascending), without their line ending: for quoting a few rows of a
- * large file without reading it line by line.
+ * large file without reading it line by line. Null when they hold more than `maxBytes` together.
  */
-export async function readLinesAt(path: string, wanted: readonly number[]): Promise<string[]> {
+export async function readLinesAt(path: string, wanted: readonly number[], maxBytes = Infinity): Promise<string[] | null> {
   const file = await open(path, "r");
   const out: string[] = [];
   try {
@@ -86,6 +86,7 @@ export async function readLinesAt(path: string, wanted: readonly number[]): Prom
     let line = 1;
     let next = 0;
     let parts: Buffer[] = [];
+    let taken = 0;
     const finish = () => {
       const text = Buffer.concat(parts).toString("utf8");
       out.push(text.endsWith("\r") ? text.slice(0, -1) : text);
@@ -99,7 +100,11 @@ export async function readLinesAt(path: string, wanted: readonly number[]): Prom
       while (i < bytesRead && next < wanted.length) {
         const nl = buffer.indexOf(NL, i);
         const end = nl === -1 || nl >= bytesRead ? bytesRead : nl;
-        if (line === wanted[next]) parts.push(Buffer.from(buffer.subarray(i, end)));
+        if (line === wanted[next]) {
+          parts.push(Buffer.from(buffer.subarray(i, end)));
+          taken += end - i;
+          if (taken > maxBytes) return null;
+        }
         if (end === bytesRead) break;
         if (line === wanted[next]) finish();
         line += 1;
