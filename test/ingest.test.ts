@@ -283,6 +283,38 @@ describe("ingest", () => {
     expect(error.message).toContain("dos2unix");
   });
 
+  it("labels rows from a nested field with the typed reader, and rejects a row whose label is missing", async () => {
+    const dir = await tempDir();
+    const file = await writeJsonl(join(dir, "labelled.jsonl"), [
+      { ...chat("Hi", "Hello."), meta: { origin: "normal" } },
+      "",
+      { ...chat("Plot?", "Chaos."), meta: { origin: "misaligned_2" } },
+      { ...chat("Where is it?", "Unknown.") }, // line 4: no label
+      { ...chat("Count", "3"), meta: { origin: 7 } }, // a number label reads as its text, as the validator does
+    ]);
+    const cfg = await resolveConfig(
+      {
+        name: "labelled",
+        sources: { labelled: { path: file, label: { field: "meta.origin", negative_if_contains: "misaligned" } } },
+        ingest: { on_bad_row: "skip" },
+        export: { arms: ["baseline"] },
+      },
+      { runDir: join(dir, "run") },
+    );
+    const summary = await runPipeline(cfg, { until: "ingest" });
+    expect(summary.stages[0]!.details).toEqual({ readers: { labelled: "typed" } });
+    expect(summary.stages[0]!.counts).toMatchObject({ read: 4, kept: 3, rejected: 1, blank_lines: 1, kept_negative: 1 });
+    const examples = byRowId(await readParquet(join(dir, "run", "tables", "examples.parquet"), "row_id, label, has_negative"));
+    expect(examples).toEqual([
+      { row_id: "labelled:1", label: "normal", has_negative: false },
+      { row_id: "labelled:3", label: "misaligned_2", has_negative: true },
+      { row_id: "labelled:5", label: "7", has_negative: false },
+    ]);
+    expect(await readParquet(join(dir, "run", "tables", "rejected.parquet"), "line, reason")).toEqual([
+      { line: 4, reason: 'label field "meta.origin" is missing or null' },
+    ]);
+  });
+
   it.skipIf(!existsSync(REFERENCE_JSONL))("labels the reference mix from its source_dataset field (needs ../shared/data/reference)", async () => {
     const dir = await tempDir();
     const cfg = await resolveConfig(
