@@ -29,6 +29,16 @@ export interface FastRead {
   rows: string;
 }
 
+/** What a fast read needs: the store, the source (and its index among the sources), where verdicts go. */
+export interface FastReadContext {
+  store: RunStore;
+  source: SourceSpec;
+  index: number;
+  /** The table the exact validator's verdicts on bad rows are inserted into. */
+  verdicts: string;
+  onProgress: (percent: number) => void;
+}
+
 /**
  * Reads `source` with DuckDB's typed reader when that gives exactly what the line-by-line validator would, or
  * returns null when only the exact validator can (malformed JSON, a shape the typed reader cannot hold, lines of
@@ -36,23 +46,11 @@ export interface FastRead {
  * with a few bad rows only those rows go through the exact validator, whose verdicts (source, line, blank, reason,
  * excerpt) are inserted into `verdicts`.
  */
-export async function fastRead(
-  store: RunStore,
-  source: SourceSpec,
-  index: number,
-  verdicts: string,
-  onProgress: (percent: number) => void,
-): Promise<FastRead | null> {
-  return source.format === "jsonl" ? fastJsonl(store, source, index, verdicts, onProgress) : fastParquet(store, source, verdicts, onProgress);
+export async function fastRead(ctx: FastReadContext): Promise<FastRead | null> {
+  return ctx.source.format === "jsonl" ? fastJsonl(ctx) : fastParquet(ctx);
 }
 
-async function fastJsonl(
-  store: RunStore,
-  source: SourceSpec,
-  index: number,
-  verdicts: string,
-  onProgress: (percent: number) => void,
-): Promise<FastRead | null> {
+async function fastJsonl({ store, source, index, verdicts, onProgress }: FastReadContext): Promise<FastRead | null> {
   // The lines are scanned in Node while DuckDB checks the records.
   const scanned = scanLines(source.path);
   let check: Record<string, unknown> | undefined;
@@ -94,12 +92,7 @@ async function fastJsonl(
   return { records, blankLines: scan.blank.length, bad, rows: fastRowsSql(source, recordLines, exclude) };
 }
 
-async function fastParquet(
-  store: RunStore,
-  source: SourceSpec,
-  verdicts: string,
-  onProgress: (percent: number) => void,
-): Promise<FastRead | null> {
+async function fastParquet({ store, source, verdicts, onProgress }: FastReadContext): Promise<FastRead | null> {
   let types: Map<string, string>;
   try {
     types = new Map((await store.query(parquetTypesSql(source))).map((r) => [String(r.column_name), String(r.column_type)]));

@@ -39,7 +39,7 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
   const fast = new Map<string, FastRead>();
   for (const [i, source] of sources.entries()) {
     const onProgress = (p: number) => check.percent((100 * i + p) / sources.length);
-    const read = await fastRead(store, source, i, "ingest_lines", onProgress);
+    const read = await fastRead({ store, source, index: i, verdicts: "ingest_lines", onProgress });
     if (read !== null) {
       fast.set(source.name, read);
       counts[`read_${source.name}`] = read.records;
