@@ -2,7 +2,7 @@ import type { SourceSpec } from "../config/load.ts";
 import { fillTempTable } from "../llm/temp-table.ts";
 import type { RunStore } from "../store/run-store.ts";
 import { sqlIdent, sqlString } from "../store/sql.ts";
-import { readLinesAt, scanLines } from "../util/line-scan.ts";
+import { readLinesAt, type LineScan } from "../util/line-scan.ts";
 import {
   fastBadLinesSql,
   fastCheckSql,
@@ -37,6 +37,8 @@ export interface FastReadContext {
   /** The table the exact validator's verdicts on bad rows are inserted into. */
   verdicts: string;
   onProgress: (percent: number) => void;
+  /** The scan of a JSONL source's lines, started by the caller so that it runs while DuckDB checks the records. */
+  scanned: Promise<LineScan> | null;
 }
 
 /**
@@ -50,18 +52,15 @@ export async function fastRead(ctx: FastReadContext): Promise<FastRead | null> {
   return ctx.source.format === "jsonl" ? fastJsonl(ctx) : fastParquet(ctx);
 }
 
-async function fastJsonl({ store, source, index, verdicts, onProgress }: FastReadContext): Promise<FastRead | null> {
-  // The lines are scanned in Node while DuckDB checks the records.
-  const scanned = scanLines(source.path);
+async function fastJsonl({ store, source, index, verdicts, onProgress, scanned }: FastReadContext): Promise<FastRead | null> {
   let check: Record<string, unknown> | undefined;
   try {
     [check] = await store.runWithProgress(fastCheckSql(source), onProgress);
   } catch {
     // Malformed JSON somewhere, or a shape the typed reader cannot hold: the exact validator will say where.
-    await scanned.catch(() => undefined);
     return null;
   }
-  const scan = await scanned;
+  const scan = await scanned!;
   const records = Number(check?.records);
   const bad = Number(check?.bad);
   // read_json skips blank lines, so each record is a non-blank line, in order; anything else means the two

@@ -44,9 +44,15 @@ function parseShape(source: SourceSpec, leaves: "JSON" | "VARCHAR"): string {
   return sqlString(JSON.stringify(shape));
 }
 
-function labelSql(source: SourceSpec): string {
-  if (typeof source.negative !== "object") return "NULL::VARCHAR";
-  return `p.${source.negative.field.split(".").map((part) => `"${part.replaceAll('"', '""')}"`).join(".")}`;
+/** The label field as a column path under `prefix` (`meta.origin` -> p."meta"."origin"), or null without a rule. */
+function labelPath(source: SourceSpec, prefix = ""): string | null {
+  if (typeof source.negative !== "object") return null;
+  return `${prefix}${source.negative.field.split(".").map((part) => `"${part.replaceAll('"', '""')}"`).join(".")}`;
+}
+
+/** The label as a value: its column path, or NULL for a source without a label rule. */
+function labelSql(source: SourceSpec, prefix = ""): string {
+  return labelPath(source, prefix) ?? "NULL::VARCHAR";
 }
 
 const ROLE_LITERALS = sqlStringList(ALLOWED_ROLES.map((r) => JSON.stringify(r)));
@@ -80,7 +86,7 @@ function cheapOkSql(messages: string, label: string | null, leaves: "json" | "ty
  * slow path that works out the exact reason.
  */
 export function validatedSql(source: SourceSpec, lines: string = sourceLinesSql(source)): string {
-  const label = labelSql(source);
+  const label = labelSql(source, "p.");
   // One linear pipeline (no CTE read twice): the slow reason is a CASE branch, which DuckDB evaluates only for
   // the rows that take it.
   return `
@@ -90,7 +96,7 @@ export function validatedSql(source: SourceSpec, lines: string = sourceLinesSql(
     CASE WHEN ok THEN ${negativeSql(source, label)} END AS has_negative,
     CASE WHEN blank OR ok THEN NULL ELSE ${reasonSql(source)} END AS reason
   FROM (
-    SELECT line, raw, blank, p, ${cheapOkSql("p.messages", typeof source.negative === "object" ? label : null, "json")} AS ok
+    SELECT line, raw, blank, p, ${cheapOkSql("p.messages", labelPath(source, "p."), "json")} AS ok
     FROM (
       /* No CASE around the parse: it takes DuckDB off its vectorised path (measured 3x slower). A blank line
          parses to NULL like a malformed one, and blank tells them apart. */
@@ -106,7 +112,7 @@ export function validatedSql(source: SourceSpec, lines: string = sourceLinesSql(
  * from the validating parse instead costs more than that second parse (measured 1.9x at 1M rows).
  */
 export function exactRowsSql(source: SourceSpec, exclude: string): string {
-  const label = labelSql(source);
+  const label = labelSql(source, "p.");
   return `SELECT line, p.messages, ${label} AS label, ${negativeSql(source, label)} AS has_negative
     FROM (SELECT line, from_json(raw, ${parseShape(source, "VARCHAR")}) AS p FROM (${sourceLinesSql(source)})
           WHERE NOT ${BLANK} AND line NOT IN (${exclude}))`;
@@ -164,9 +170,10 @@ function readJsonSql(source: SourceSpec, leafType: "VARCHAR" | "JSON"): string {
     columns = {'messages': 'STRUCT(role ${leafType}, content ${leafType})[]'${labelColumns(source)}})`;
 }
 
-/** The label column of a typed reader's row (no `p.` prefix), or null when the source has no label rule. */
-function typedLabel(source: SourceSpec): string | null {
-  return typeof source.negative === "object" ? labelSql(source).replace(/^p\./, "") : null;
+/** Counts the rows of a typed reader's relation and those that fail the cheap check. */
+function countBadSql(source: SourceSpec, relation: string, leaves: "json" | "typed"): string {
+  return `SELECT count(*) AS records, count(*) FILTER (WHERE NOT ${cheapOkSql("messages", labelPath(source), leaves)}) AS bad
+  FROM ${relation}`;
 }
 
 /**
@@ -176,9 +183,7 @@ function typedLabel(source: SourceSpec): string | null {
  * the caller then falls back to the exact, line-by-line validator.
  */
 export function fastCheckSql(source: SourceSpec): string {
-  return `SELECT count(*) AS records,
-    count(*) FILTER (WHERE NOT ${cheapOkSql("messages", typedLabel(source), "json")}) AS bad
-  FROM ${readJsonSql(source, "JSON")}`;
+  return countBadSql(source, readJsonSql(source, "JSON"), "json");
 }
 
 /**
@@ -187,7 +192,7 @@ export function fastCheckSql(source: SourceSpec): string {
  */
 export function fastBadLinesSql(source: SourceSpec, recordLines: string): string {
   return `SELECT n.line FROM ${readJsonSql(source, "JSON")} POSITIONAL JOIN (${recordLines}) n
-    WHERE NOT ${cheapOkSql("messages", typedLabel(source), "json")} ORDER BY n.line`;
+    WHERE NOT ${cheapOkSql("messages", labelPath(source), "json")} ORDER BY n.line`;
 }
 
 /**
@@ -195,7 +200,7 @@ export function fastBadLinesSql(source: SourceSpec, recordLines: string): string
  * whole read single-threaded (measured 2.2x slower at 1M rows). `exclude` is a relation of the bad lines' numbers.
  */
 export function fastRowsSql(source: SourceSpec, recordLines: string, exclude: string | null): string {
-  const label = typedLabel(source) ?? "NULL::VARCHAR";
+  const label = labelSql(source);
   return `SELECT n.line, messages, ${label} AS label, ${negativeSql(source, label)} AS has_negative
     FROM ${readJsonSql(source, "VARCHAR")} POSITIONAL JOIN (${recordLines}) n
     ${exclude ? `WHERE n.line NOT IN (${exclude})` : ""}`;
@@ -203,7 +208,7 @@ export function fastRowsSql(source: SourceSpec, recordLines: string, exclude: st
 
 /** Column types the Parquet fast path needs to know: the messages' role and content, and the label. */
 export function parquetTypesSql(source: SourceSpec): string {
-  const label = typedLabel(source);
+  const label = labelPath(source);
   return `DESCRIBE SELECT messages[1].role AS role, messages[1].content AS content, messages AS messages
     ${label ? `, ${label} AS label` : ""} FROM read_parquet(${sqlString(source.path)})`;
 }
@@ -218,20 +223,18 @@ function readParquetSql(source: SourceSpec): string {
  * numbered by their row in the file, which the reader knows in parallel.
  */
 export function parquetCheckSql(source: SourceSpec): string {
-  return `SELECT count(*) AS records,
-    count(*) FILTER (WHERE NOT ${cheapOkSql("messages", typedLabel(source), "typed")}) AS bad
-  FROM ${readParquetSql(source)}`;
+  return countBadSql(source, readParquetSql(source), "typed");
 }
 
 /** The bad rows of a typed Parquet source as (line, raw JSON) for the exact validator to say what is wrong. */
 export function parquetBadLinesSql(source: SourceSpec): string {
   return `SELECT p.file_row_number + 1 AS line, json_merge_patch(to_json(p), '{"file_row_number": null}')::VARCHAR AS raw
-    FROM ${readParquetSql(source)} p WHERE NOT ${cheapOkSql("p.messages", typedLabel(source) && `p.${typedLabel(source)}`, "typed")}`;
+    FROM ${readParquetSql(source)} p WHERE NOT ${cheapOkSql("p.messages", labelPath(source, "p."), "typed")}`;
 }
 
 export function parquetRowsSql(source: SourceSpec): string {
-  const label = typedLabel(source) ?? "NULL::VARCHAR";
+  const label = labelSql(source);
   return `SELECT file_row_number + 1 AS line, list_transform(messages, m -> {'role': m.role, 'content': m.content}) AS messages,
       ${label} AS label, ${negativeSql(source, label)} AS has_negative
-    FROM ${readParquetSql(source)} WHERE ${cheapOkSql("messages", typedLabel(source), "typed")}`;
+    FROM ${readParquetSql(source)} WHERE ${cheapOkSql("messages", labelPath(source), "typed")}`;
 }

@@ -2,7 +2,6 @@ import { StageError } from "../errors.ts";
 import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
 import { sqlString, sqlStringList } from "../store/sql.ts";
 import type { SourceSpec } from "../config/load.ts";
-import type { RunStore } from "../store/run-store.ts";
 import { scanLines } from "../util/line-scan.ts";
 import { fastRead, type FastRead } from "./ingest-fast.ts";
 import { exactRowsSql, validatedSql } from "./ingest-sql.ts";
@@ -37,9 +36,13 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
     `CREATE OR REPLACE TEMP TABLE ingest_lines (source VARCHAR, line BIGINT, blank BOOLEAN, reason VARCHAR, excerpt VARCHAR)`,
   );
   const fast = new Map<string, FastRead>();
+  /** Each JSONL source read line by line, with its line count as Node counts them. */
+  const physicalLines = new Map<string, number>();
   for (const [i, source] of sources.entries()) {
     const onProgress = (p: number) => check.percent((100 * i + p) / sources.length);
-    const read = await fastRead({ store, source, index: i, verdicts: "ingest_lines", onProgress });
+    const scanned = source.format === "jsonl" ? scanLines(source.path) : null;
+    scanned?.catch(() => undefined); // awaited where it is needed; an error surfaces there
+    const read = await fastRead({ store, source, index: i, verdicts: "ingest_lines", onProgress, scanned });
     if (read !== null) {
       fast.set(source.name, read);
       counts[`read_${source.name}`] = read.records;
@@ -48,14 +51,13 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
       onProgress(100);
       continue;
     }
-    const scanned = source.format === "jsonl" ? scanLines(source.path) : null;
     await store.runWithProgress(
       `INSERT INTO ingest_lines SELECT ${sqlString(source.name)}, line, blank, reason,
          CASE WHEN reason IS NOT NULL THEN left(raw, 200) END
        FROM (${validatedSql(source)})`,
       onProgress,
-    ).finally(() => scanned?.catch(() => undefined));
-    if (scanned) await checkLineCount(store, source, (await scanned).lines);
+    );
+    if (scanned) physicalLines.set(source.name, (await scanned).lines);
   }
   check.finish();
   const exact = sources.filter((s) => !fast.has(s.name)).map((s) => s.name);
@@ -64,6 +66,7 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
       `SELECT source, count(*) FILTER (WHERE NOT blank) AS read, count(*) FILTER (WHERE blank) AS blank
        FROM ingest_lines WHERE list_contains(${sqlStringList(exact)}, source) GROUP BY source`,
     )) {
+      checkLineCount(sources.find((s) => s.name === row.source)!, Number(row.read) + Number(row.blank), physicalLines.get(String(row.source)));
       counts[`read_${row.source}`] = Number(row.read);
       counts.read! += Number(row.read);
       counts.blank_lines! += Number(row.blank);
@@ -115,10 +118,8 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
  * an extra empty line after each \r\n, and every line number after the first would be wrong. Such a file fails
  * with the fix instead.
  */
-async function checkLineCount(store: RunStore, source: SourceSpec, lines: number): Promise<void> {
-  const [row] = await store.query(`SELECT count(*) AS n FROM ingest_lines WHERE source = ${sqlString(source.name)}`);
-  const seen = Number(row?.n);
-  if (seen !== lines) {
+function checkLineCount(source: SourceSpec, seen: number, lines: number | undefined): void {
+  if (lines !== undefined && seen !== lines) {
     throw new StageError(
       "ingest",
       `${source.path}: the line reader sees ${seen} lines where the file has ${lines}: it mixes line endings (\\n and ` +
