@@ -69,7 +69,7 @@ function expected(row: Row, prompt: string | null, placement: Placement): Msg[] 
   return w.map((x, i) => (i === u ? { role: x.role, content: prompt + SEP + x.content } : x));
 }
 
-async function exportArms(store: RunStore, placement: Placement, bucketBytes: number, dir: string) {
+async function exportArms(store: RunStore, placement: Placement, bucketBytes: number, dir: string, wrap = (select: string) => select) {
   const arms = [
     { name: "selective", rows: "m.has_negative", pool: POOL },
     { name: "general", rows: "true", pool: { prompts: ["Honey never spoils."] } },
@@ -83,7 +83,7 @@ async function exportArms(store: RunStore, placement: Placement, bucketBytes: nu
     });
   }
   const written = await writeArmFiles(store, {
-    select: recordsSql({ table: store.table("mixed"), placement, defaultSystemPrompt: DEFAULT, seed: 0, arms }),
+    select: wrap(recordsSql({ table: store.table("mixed"), placement, defaultSystemPrompt: DEFAULT, seed: 0, arms })),
     rows: ROWS,
     arms: targets,
     placement,
@@ -135,4 +135,15 @@ describe("writeArmFiles", () => {
     many.files.forEach((f, a) => expect(f.equals(one.files[a]!), many.names[a]).toBe(true));
     expect((await readdir(manyDir)).sort()).toEqual(["baseline.jsonl", "general.jsonl", "selective.jsonl"]);
   });
+
+  for (const bucketBytes of [1 << 30, 100_000]) {
+    it(`refuses a record that lost its fields and leaves no arm file (${bucketBytes > 1e6 ? "one bucket" : "bucket files"})`, async () => {
+      const store = await mixedStore();
+      const dir = await tempDir();
+      // A NULL field makes the whole record NULL, which DuckDB writes as an empty line.
+      const nulled = (select: string) => `SELECT CASE WHEN starts_with(r, '7\x01') THEN NULL ELSE r END FROM (${select}) t(r)`;
+      await expect(exportArms(store, "system", bucketBytes, dir, nulled)).rejects.toThrow(/does not start with its position/);
+      expect(await readdir(dir)).toEqual([]);
+    });
+  }
 });

@@ -4,7 +4,7 @@ import type { RunStore } from "../store/run-store.ts";
 import { streamCopy } from "../store/stream-copy.ts";
 import { tempPathFor } from "../util/fs.ts";
 import { SequentialFileWriter } from "../util/sequential-writer.ts";
-import { insertPointByte, LINE_START, type InsertTable, type Placement } from "./line-parts.ts";
+import { insertPointByte, LINE_END, LINE_START, type InsertTable, type Placement } from "./line-parts.ts";
 
 /**
  * Writes every arm's JSONL file in one pass over the rows. DuckDB renders each row once, as a record
@@ -13,12 +13,16 @@ import { insertPointByte, LINE_START, type InsertTable, type Placement } from ".
  *
  * (`own`: the row has its own system message; `at`: where the insert goes in `body`; an index is -1 where the arm
  * puts no prompt on the row; `body` is JSON text, which never holds a raw control character, so \x01 and \n
- * delimit safely), and each arm's line is the body with the arm's insert at `at` (see line-parts.ts).
+ * delimit safely), and each arm's line is the body with the arm's insert at `at`, between the line's start and
+ * end (see line-parts.ts).
  *
  * Lines go out in `position` order, but `mixed` is stored in the order its rows were read: sorting 1M wide rows
  * in DuckDB either runs out of a bounded memory or spills for tens of seconds. Positions are dense (0 … rows-1),
  * so records are scattered by position range into buckets of bounded size (temporary files when there is more
  * than one), and each bucket is put in order by placing every record in its slot, without a comparison sort.
+ * The bucket files go through the page cache: they are read back seconds later, and each is removed as soon as
+ * it has been read, so most of their pages never reach the disk (measured at 1M rows against O_DIRECT buckets:
+ * the second pass 12.5 s to 10.5 s, now at the disk's floor for the exports, and the clean-up 1.3 s to 0.1 s).
  */
 
 export interface ArmTarget {
@@ -50,8 +54,8 @@ export interface ArmFilesOptions {
 
 const SEP = 1;
 const NL = 10;
-const NEWLINE = Buffer.from("\n");
 const START = Buffer.from(LINE_START);
+const END = Buffer.from(LINE_END);
 /** How many lines go out between waits for the disk, which bound the memory held by queued writes. */
 const SETTLE_EVERY = 256;
 
@@ -108,7 +112,7 @@ export async function writeArmFiles(store: RunStore, options: ArmFilesOptions): 
           w.put(data, r.bodyStart, cut);
           w.put(arms[a]!.inserts[r.own]![index + 1]!);
           w.put(data, cut, r.bodyEnd);
-          w.put(NEWLINE);
+          w.put(END);
           counts[a]![r.own]![index + 1]! += 1;
         }
         if (s % SETTLE_EVERY === SETTLE_EVERY - 1) {
@@ -139,7 +143,7 @@ interface BucketSink {
   put(bytes: Buffer, start: number, end: number): void;
   /** Lets queued writes catch up (bounds memory). */
   settle(): Promise<void>;
-  /** The bucket's records, in `into` when they must be read from disk (grown when too small). */
+  /** The bucket's records, in `into` when they must be read from disk (grown when too small); the bucket is spent. */
   readBack(into: GrowableBuffer): Promise<Buffer>;
   discard(): Promise<void>;
 }
@@ -170,12 +174,13 @@ class MemorySink implements BucketSink {
   }
 }
 
-/** A bucket in a temporary file (removed with the scratch folder). */
+/** A bucket in a temporary file, removed once read back (or with the scratch folder). */
 class FileSink implements BucketSink {
   private closed = false;
+  private removed: Promise<void> = Promise.resolve();
   private constructor(private readonly writer: SequentialFileWriter) {}
   static async create(path: string): Promise<FileSink> {
-    return new FileSink(await SequentialFileWriter.create(path, { bufferBytes: 1 << 20, buffers: 2 }));
+    return new FileSink(await SequentialFileWriter.create(path, { bufferBytes: 1 << 20, buffers: 2, direct: false }));
   }
   put(bytes: Buffer, start: number, end: number): void {
     this.writer.put(bytes, start, end);
@@ -196,10 +201,13 @@ class FileSink implements BucketSink {
     } finally {
       await file.close();
     }
+    // Removed while the next bucket is worked on: pages still in the cache are dropped unwritten.
+    this.removed = rm(this.writer.path, { force: true });
     return data;
   }
   async discard(): Promise<void> {
     if (!this.closed) await this.writer.abort();
+    await this.removed;
   }
 }
 
@@ -317,6 +325,12 @@ class Gather {
 /** The non-negative integer at the start of a record. */
 function leadingInt(data: Buffer, start: number): number {
   let value = 0;
-  for (let i = start; data[i] !== SEP; i += 1) value = value * 10 + data[i]! - 0x30;
+  let i = start;
+  for (; data[i] !== SEP; i += 1) {
+    const digit = data[i]! - 0x30;
+    if (!(digit >= 0 && digit <= 9)) throw new Error(`export: a record does not start with its position (byte ${data[i]} at ${i - start})`);
+    value = value * 10 + digit;
+  }
+  if (i === start) throw new Error("export: a record has no position");
   return value;
 }

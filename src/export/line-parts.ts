@@ -12,9 +12,9 @@ export interface PromptPool {
  * How an exported line is put together. Every arm exports the same conversation and differs only in the
  * inoculation, so a row's line in any arm is
  *
- *     {"messages":  body[0, at)  insert  body[at, end)  \n
+ *     {"messages":  body[0, at)  insert  body[at, end)  }\n
  *
- * where `body` is the row's JSON (its messages, then the closing brace), rendered once in SQL for all arms, and
+ * where `body` is the JSON of the row's message list, rendered once in SQL for all arms, and
  * `insert` is a short piece chosen per arm from a table built once per export:
  *
  * - `system` placement, a row without its own system message: `insert` is a whole system message and a comma,
@@ -30,7 +30,7 @@ export interface PromptPool {
  * slicing a rendered string costs more than rendering it (measured), so SQL only says where to cut.
  */
 interface LineParts {
-  /** SQL over `m` (a `mixed` row): the row's JSON after `{"messages":`, without the newline. */
+  /** SQL over `m` (a `mixed` row): the JSON of the row's message list, the line between LINE_START and LINE_END. */
   body: string;
   /** SQL over `m`: the byte offset in `body` where the insert goes. */
   at: string;
@@ -38,6 +38,8 @@ interface LineParts {
 
 /** What every line starts with; the body follows. */
 export const LINE_START = '{"messages":';
+/** What every line ends with, after the body. */
+export const LINE_END = "}\n";
 /** The JSON of a message list up to the opening quote of its first message's text, when that is a system message. */
 const SYSTEM_TEXT_START = '[{"role":"system","content":"';
 /** The JSON between the message before the first user turn and the user turn's text. */
@@ -47,13 +49,13 @@ function linePartsSql(messages: string, placement: Placement, defaultSystemPromp
   const m = messages;
   const own = `(${m}[1].role = 'system')`;
   if (placement === "system") {
-    return { body: `to_json(${m})::VARCHAR || '}'`, at: `CASE WHEN ${own} THEN ${SYSTEM_TEXT_START.length} ELSE 1 END` };
+    return { body: `to_json(${m})::VARCHAR`, at: `CASE WHEN ${own} THEN ${SYSTEM_TEXT_START.length} ELSE 1 END` };
   }
   const w = `(CASE WHEN ${own} THEN ${m} ELSE [{'role': 'system', 'content': ${sqlString(defaultSystemPrompt)}}] || ${m} END)`;
   // The first user turn's index; ingest guarantees one, and the system message before it makes it at least 2.
   const u = `list_position(list_transform(${w}, x -> x.role), 'user')`;
   // strlen counts bytes; the JSON before the user turn loses its closing bracket in the whole list's JSON.
-  return { body: `to_json(${w})::VARCHAR || '}'`, at: `strlen(to_json(${w}[1:${u} - 1])::VARCHAR) - 1 + ${USER_TEXT_START.length}` };
+  return { body: `to_json(${w})::VARCHAR`, at: `strlen(to_json(${w}[1:${u} - 1])::VARCHAR) - 1 + ${USER_TEXT_START.length}` };
 }
 
 /** The byte just before a row's insert point, for a cheap check that the JSON is laid out as linePartsSql expects. */
@@ -111,6 +113,9 @@ export function recordsSql(options: {
 }): string {
   const parts = linePartsSql("m.messages", options.placement, options.defaultSystemPrompt);
   const indexes = options.arms.map((arm) => `CASE WHEN ${arm.rows} THEN ${promptIndexSql(arm.pool, options.seed, "m.row_id")} ELSE -1 END`);
-  return `SELECT m.position, (m.messages[1].role = 'system')::INTEGER, ${parts.at}, ${indexes.join(", ")}, ${parts.body}
-    FROM ${options.table} m`;
+  const fields = [`m.position`, `(m.messages[1].role = 'system')::INTEGER`, parts.at, ...indexes].map((f) => `(${f})::VARCHAR`);
+  // One column, its fields joined in SQL: DuckDB's CSV writer costs more per column than the joining does (a
+  // third less CPU for the whole COPY, measured at 1M rows). `||` rather than concat_ws, which would skip a NULL
+  // field silently; a NULL makes the record empty, which the reader refuses.
+  return `SELECT ${[...fields, parts.body].join(" || '\x01' || ")} FROM ${options.table} m`;
 }
