@@ -103,6 +103,11 @@ async function buildRun(dir: string): Promise<RunStore> {
     stage: "harvest", status: "done", fingerprint: "f", config_hash: "c", inputs: null, rows: 4, counts: {},
     details: { encode: "threshold" }, seconds: 1.5, finished_at: "2025-01-01T00:00:00Z", error: null,
   });
+  // The report stage's own entry, as it stands while the report is written.
+  await store.saveManifestEntry({
+    stage: "report", status: "running", fingerprint: "f", config_hash: "c", inputs: null, rows: null, counts: {},
+    details: {}, seconds: null, finished_at: null, error: null,
+  });
   return store;
 }
 

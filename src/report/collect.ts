@@ -105,7 +105,10 @@ async function versions(store: RunStore): Promise<Record<string, string>> {
 }
 
 async function stages(store: RunStore): Promise<StageLine[]> {
-  return [...(await store.readManifest()).values()].map((e) => ({ stage: e.stage, status: e.status, rows: e.rows, seconds: e.seconds }));
+  // Not the report stage itself: it is the one writing this, and would always read "running".
+  return [...(await store.readManifest()).values()]
+    .filter((e) => e.stage !== "report")
+    .map((e) => ({ stage: e.stage, status: e.status, rows: e.rows, seconds: e.seconds }));
 }
 
 async function datasetSummary(store: RunStore): Promise<DatasetSummary> {
