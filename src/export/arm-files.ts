@@ -201,8 +201,9 @@ class FileSink implements BucketSink {
     } finally {
       await file.close();
     }
-    // Removed while the next bucket is worked on: pages still in the cache are dropped unwritten.
-    this.removed = rm(this.writer.path, { force: true });
+    // Removed while the next bucket is worked on: pages still in the cache are dropped unwritten. A failure here
+    // is not lost: removing the scratch folder at the end tries again, and its error is the caller's.
+    this.removed = rm(this.writer.path, { force: true }).catch(() => undefined);
     return data;
   }
   async discard(): Promise<void> {
