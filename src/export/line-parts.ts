@@ -45,9 +45,14 @@ const SYSTEM_TEXT_START = '[{"role":"system","content":"';
 /** The JSON between the message before the first user turn and the user turn's text. */
 const USER_TEXT_START = ',{"role":"user","content":"';
 
+/** SQL over a message list: whether the row has its own system message (it comes first). */
+function ownSystemSql(messages: string): string {
+  return `(${messages}[1].role = 'system')`;
+}
+
 function linePartsSql(messages: string, placement: Placement, defaultSystemPrompt: string): LineParts {
   const m = messages;
-  const own = `(${m}[1].role = 'system')`;
+  const own = ownSystemSql(m);
   if (placement === "system") {
     return { body: `to_json(${m})::VARCHAR`, at: `CASE WHEN ${own} THEN ${SYSTEM_TEXT_START.length} ELSE 1 END` };
   }
@@ -113,7 +118,7 @@ export function recordsSql(options: {
 }): string {
   const parts = linePartsSql("m.messages", options.placement, options.defaultSystemPrompt);
   const indexes = options.arms.map((arm) => `CASE WHEN ${arm.rows} THEN ${promptIndexSql(arm.pool, options.seed, "m.row_id")} ELSE -1 END`);
-  const fields = [`m.position`, `(m.messages[1].role = 'system')::INTEGER`, parts.at, ...indexes].map((f) => `(${f})::VARCHAR`);
+  const fields = [`m.position`, `${ownSystemSql("m.messages")}::INTEGER`, parts.at, ...indexes].map((f) => `(${f})::VARCHAR`);
   // One column, its fields joined in SQL: DuckDB's CSV writer costs more per column than the joining does (a
   // third less CPU for the whole COPY, measured at 1M rows). `||` rather than concat_ws, which would skip a NULL
   // field silently; a NULL makes the record empty, which the reader refuses.
