@@ -26,6 +26,13 @@ export async function tempDir(): Promise<string> {
   return dir;
 }
 
+/** Bytes that differ at every offset, so a block written or read at the wrong place or twice shows. */
+export function pattern(length: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(length);
+  for (let i = 0; i < length; i += 1) b[i] = (i * 31 + seed * 7 + (i >> 11)) & 0xff;
+  return b;
+}
+
 /** A run store in a fresh temporary folder, closed after the test. */
 export async function tempStore(): Promise<RunStore> {
   const store = await RunStore.open(join(await tempDir(), "run"));

@@ -3,14 +3,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { alignedBuffers, SequentialFileWriter } from "../src/util/sequential-writer.ts";
-import { tempDir } from "./helpers.ts";
-
-/** Bytes that differ at every offset, so a block written at the wrong place or twice shows. */
-function pattern(length: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(length);
-  for (let i = 0; i < length; i += 1) b[i] = (i * 31 + seed * 7 + (i >> 11)) & 0xff;
-  return b;
-}
+import { pattern, tempDir } from "./helpers.ts";
 
 async function writeInPieces(path: string, data: Buffer, options: Parameters<typeof SequentialFileWriter.create>[1]) {
   const writer = await SequentialFileWriter.create(path, options);

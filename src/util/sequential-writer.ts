@@ -11,7 +11,7 @@ import { constants, promises as fsp } from "node:fs";
  */
 
 /** O_DIRECT wants block-aligned buffers, lengths and offsets; 4 KiB covers every common device. */
-const BLOCK = 4096;
+export const BLOCK = 4096;
 const WASM_PAGE = 65536;
 
 /**
