@@ -26,6 +26,8 @@ process.stdout.write(
     seconds,
     stages: Object.fromEntries(summary.stages.map((s) => [s.stage, s.seconds ?? 0])),
     maxRssMb: process.resourceUsage().maxRSS / 1024,
+    // Every thread of the process (Node's and DuckDB's, start-up included), user and system.
+    cpuSeconds: (process.cpuUsage().user + process.cpuUsage().system) / 1e6,
     exportBytes,
   }),
 );

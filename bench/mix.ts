@@ -74,16 +74,24 @@ async function generate(path: string, rows: number, negativeEvery: number): Prom
   await new Promise<void>((resolve, reject) => stream.end((e?: Error | null) => (e ? reject(e) : resolve())));
 }
 
-async function duckdbAlone(input: string, output: string): Promise<number> {
+interface Timed {
+  seconds: number;
+  /** CPU time of every thread, user and system: steadier than wall time on a shared host. */
+  cpuSeconds: number;
+}
+
+async function duckdbAlone(input: string, output: string): Promise<Timed> {
   const instance = await DuckDBInstance.create(":memory:");
   const db = await instance.connect();
   const started = performance.now();
+  const cpu = process.cpuUsage();
   await db.run(`COPY (SELECT * FROM read_json('${input}', format = 'newline_delimited')) TO '${output}' (FORMAT json)`);
+  const used = process.cpuUsage(cpu);
   const seconds = (performance.now() - started) / 1000;
   db.closeSync();
   instance.closeSync();
   await rm(output, { force: true });
-  return seconds;
+  return { seconds, cpuSeconds: (used.user + used.system) / 1e6 };
 }
 
 /** Writes `bytes` in five files at once through the exports' writer, from memory: the disk's part of export. */
@@ -112,8 +120,7 @@ async function warm(path: string): Promise<void> {
   }
 }
 
-interface PipelineRun {
-  seconds: number;
+interface PipelineRun extends Timed {
   stages: Record<string, number>;
   maxRssMb: number;
   exportBytes: number;
@@ -143,7 +150,7 @@ async function main(): Promise<void> {
   await warm(input);
 
   // Rounds alternate DuckDB alone and the pipeline, so that both see the machine in the same state.
-  const alone: number[] = [];
+  const alone: Timed[] = [];
   const runs: PipelineRun[] = [];
   const runDir = join(out, "run");
   for (let round = 0; round < rounds; round += 1) {
@@ -151,13 +158,15 @@ async function main(): Promise<void> {
     await rm(runDir, { recursive: true, force: true });
     runs.push(runPipelineChild(input, runDir));
     await rm(runDir, { recursive: true, force: true });
-    process.stderr.write(`round ${round + 1}: DuckDB alone ${alone[round]!.toFixed(1)} s, pipeline ${runs[round]!.seconds.toFixed(1)} s\n`);
+    process.stderr.write(`round ${round + 1}: DuckDB alone ${alone[round]!.seconds.toFixed(1)} s, pipeline ${runs[round]!.seconds.toFixed(1)} s\n`);
   }
   const floor = await diskFloor(out, runs[0]!.exportBytes);
 
   const pipeline = mean(runs.map((r) => r.seconds));
-  const baseline = mean(alone);
+  const baseline = mean(alone.map((a) => a.seconds));
   const ratio = pipeline / baseline;
+  const pipelineCpu = mean(runs.map((r) => r.cpuSeconds));
+  const baselineCpu = mean(alone.map((a) => a.cpuSeconds));
   const stageNames = Object.keys(runs[0]!.stages).filter((k) => runs.some((r) => (r.stages[k] ?? 0) > 0.05));
   const stages = stageNames.map((k) => `${k} ${mean(runs.map((r) => r.stages[k] ?? 0)).toFixed(1)} s`).join(", ");
   const rss = Math.max(...runs.map((r) => r.maxRssMb));
@@ -165,11 +174,12 @@ async function main(): Promise<void> {
   const lines = [
     `rows                        ${rows.toLocaleString("en")}`,
     `input JSONL                 ${(bytes / 1e9).toFixed(2)} GB (read once beforehand, so every run finds it cached)`,
-    `DuckDB alone (read+write)   ${baseline.toFixed(1)} s mean   (rounds: ${list(alone)} s)`,
+    `DuckDB alone (read+write)   ${baseline.toFixed(1)} s mean   (rounds: ${list(alone.map((a) => a.seconds))} s)`,
     `pipeline end to end         ${pipeline.toFixed(1)} s mean   (rounds: ${list(runs.map((r) => r.seconds))} s; ${stages})`,
     `exports written             ${(runs[0]!.exportBytes / 1e9).toFixed(2)} GB (5 arms)`,
     `disk floor for the exports  ${floor.toFixed(1)} s   (writing that many bytes from memory, same writer)`,
     `ratio pipeline / DuckDB     ${ratio.toFixed(2)}x   (target <= 3x)`,
+    `CPU time (user+sys)         pipeline ${pipelineCpu.toFixed(1)} s, DuckDB alone ${baselineCpu.toFixed(1)} s: ${(pipelineCpu / baselineCpu).toFixed(2)}x`,
     `peak memory (RSS)           ${rss.toFixed(0)} MB   (target < 2048 MB)`,
     `under 60 s                  ${runs.every((r) => r.seconds < 60) ? "yes" : "NO"}`,
   ];
