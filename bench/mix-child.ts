@@ -19,6 +19,9 @@ const config = await resolveConfig(
 const started = performance.now();
 const summary = await runPipeline(config);
 const seconds = (performance.now() - started) / 1000;
+// Every thread of the process (Node's and DuckDB's, start-up included), user and system.
+const cpu = process.cpuUsage();
+const cpuSeconds = (cpu.user + cpu.system) / 1e6;
 let exportBytes = 0;
 for (const f of await readdir(join(runDir, "exports"))) exportBytes += (await stat(join(runDir, "exports", f))).size;
 process.stdout.write(
@@ -26,8 +29,7 @@ process.stdout.write(
     seconds,
     stages: Object.fromEntries(summary.stages.map((s) => [s.stage, s.seconds ?? 0])),
     maxRssMb: process.resourceUsage().maxRSS / 1024,
-    // Every thread of the process (Node's and DuckDB's, start-up included), user and system.
-    cpuSeconds: (process.cpuUsage().user + process.cpuUsage().system) / 1e6,
+    cpuSeconds,
     exportBytes,
   }),
 );

@@ -34,6 +34,9 @@ export class WholeFileReader {
             if (bytesRead === 0) break;
             got += bytesRead;
           }
+        } catch {
+          // Some filesystems take the flag at open and refuse the reads: plain reads below redo what is left, and
+          // an error that is not about O_DIRECT comes back from them.
         } finally {
           await file.close();
         }
