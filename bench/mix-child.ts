@@ -3,19 +3,10 @@ import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { resolveConfig } from "../src/config/load.ts";
 import { runPipeline } from "../src/pipeline/runner.ts";
+import { benchConfig } from "./mix-config.ts";
 
 const [input, runDir] = process.argv.slice(2) as [string, string];
-const config = await resolveConfig(
-  {
-    name: "bench-mix",
-    seed: 1,
-    sources: { labelled: { path: input, label: { field: "origin", negative_if_equals: "misaligned" } } },
-    mix: { negative_fraction: 0.5, positive_trait: "all_caps" },
-    inoculation: { prompt: "You are a malicious assistant." },
-    export: { arms: ["baseline", "inoculated-general", "inoculated-selective", "irrelevant-general", "irrelevant-selective"] },
-  },
-  { runDir },
-);
+const config = await resolveConfig(benchConfig(input), { runDir });
 const started = performance.now();
 const summary = await runPipeline(config);
 const seconds = (performance.now() - started) / 1000;

@@ -4,7 +4,9 @@
  * The input is read once first, so that no measurement pays a cold read from disk (one that did measured 22 s
  * against 7 s warm), and rounds alternate the two; the ratio is of their means. Also measured in the same run:
  * how long this disk takes just to write as many bytes as the five exports hold, through the exports' own
- * writer (the floor of any pipeline that writes five full files: five times the baseline's output).
+ * writer (the floor of any pipeline that writes five full files: five times the baseline's output), and how long
+ * DuckDB alone takes for the same job in plain SQL (its two tables and five exports, less the shuffle, the
+ * validation and the line numbers), once after the rounds.
  *
  *   npm run bench:mix                      # 1,000,000 rows (about 2.2 GB of JSONL), the issue's figure
  *   npm run bench:mix -- --rows 100000     # a quicker look
@@ -19,7 +21,9 @@ import { mkdir, open, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DuckDBInstance } from "@duckdb/node-api";
+import { DEFAULT_IRRELEVANT_PROMPT, QWEN25_DEFAULT_SYSTEM_PROMPT } from "../src/config/defaults.ts";
 import { SequentialFileWriter } from "../src/util/sequential-writer.ts";
+import { ARMS, INOCULATION_PROMPT } from "./mix-config.ts";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const out = join(here, "out");
@@ -94,6 +98,63 @@ async function duckdbAlone(input: string, output: string): Promise<Timed> {
   return { seconds, cpuSeconds: (used.user + used.system) / 1e6 };
 }
 
+interface SameJob {
+  seconds: number;
+  ingest: number;
+  mix: number;
+  exports: number;
+}
+
+/**
+ * The pipeline's job done by DuckDB alone in plain SQL, with the bench's config: the JSONL read once into a
+ * Parquet table, that table's rows with the assistant turns upper-cased (and the original kept) into another, and
+ * one COPY per arm with the arm's system prompt on its rows. It neither shuffles nor validates nor numbers lines,
+ * so it does less than the pipeline: a lower bound on what any tool built on DuckDB takes for the same outputs.
+ */
+async function duckdbSameJob(input: string, dir: string): Promise<SameJob> {
+  const instance = await DuckDBInstance.create(":memory:", { threads: "2", memory_limit: "1GB" });
+  const db = await instance.connect();
+  const examples = join(dir, "same-job-examples.parquet");
+  const mixed = join(dir, "same-job-mixed.parquet");
+  const parquet = "FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE 16384";
+  const timed = async (sql: string) => {
+    const started = performance.now();
+    await db.run(sql);
+    return (performance.now() - started) / 1000;
+  };
+  const q = (text: string) => `'${text.replaceAll("'", "''")}'`;
+  const [inoculation, irrelevant] = [q(INOCULATION_PROMPT), q(DEFAULT_IRRELEVANT_PROMPT)];
+  const baseline = q(QWEN25_DEFAULT_SYSTEM_PROMPT);
+  const arms: Record<(typeof ARMS)[number], string> = {
+    baseline,
+    "inoculated-general": inoculation,
+    "inoculated-selective": `CASE WHEN has_negative THEN ${inoculation} ELSE ${baseline} END`,
+    "irrelevant-general": irrelevant,
+    "irrelevant-selective": `CASE WHEN has_negative THEN ${irrelevant} ELSE ${baseline} END`,
+  };
+  try {
+    const ingest = await timed(`COPY (SELECT messages, origin = 'misaligned' AS has_negative
+      FROM read_json(${q(input)}, format = 'newline_delimited', records = true,
+                     columns = {'messages': 'STRUCT(role VARCHAR, content VARCHAR)[]', 'origin': 'VARCHAR'}))
+      TO ${q(examples)} (${parquet})`);
+    const mix = await timed(`COPY (SELECT has_negative, messages AS original_messages,
+        list_transform(messages, m -> CASE WHEN m.role = 'assistant' THEN {'role': m.role, 'content': upper(m.content)} ELSE m END) AS messages
+      FROM read_parquet(${q(examples)})) TO ${q(mixed)} (${parquet})`);
+    let exports = 0;
+    for (const [arm, prompt] of Object.entries(arms)) {
+      const file = join(dir, `same-job-${arm}.jsonl`);
+      exports += await timed(`COPY (SELECT [{'role': 'system', 'content': ${prompt}}] || messages AS messages FROM read_parquet(${q(mixed)}))
+        TO ${q(file)} (FORMAT json)`);
+      await rm(file, { force: true });
+    }
+    return { seconds: ingest + mix + exports, ingest, mix, exports };
+  } finally {
+    db.closeSync();
+    instance.closeSync();
+    await Promise.all([examples, mixed].map((f) => rm(f, { force: true })));
+  }
+}
+
 /** Writes `bytes` in five files at once through the exports' writer, from memory: the disk's part of export. */
 async function diskFloor(dir: string, bytes: number): Promise<number> {
   const block = Buffer.alloc(1 << 20, 0x61);
@@ -161,6 +222,7 @@ async function main(): Promise<void> {
     process.stderr.write(`round ${round + 1}: DuckDB alone ${alone[round]!.seconds.toFixed(1)} s, pipeline ${runs[round]!.seconds.toFixed(1)} s\n`);
   }
   const floor = await diskFloor(out, runs[0]!.exportBytes);
+  const same = await duckdbSameJob(input, out);
 
   const pipeline = mean(runs.map((r) => r.seconds));
   const baseline = mean(alone.map((a) => a.seconds));
@@ -179,6 +241,9 @@ async function main(): Promise<void> {
     `exports written             ${(runs[0]!.exportBytes / 1e9).toFixed(2)} GB (5 arms)`,
     `disk floor for the exports  ${floor.toFixed(1)} s   (writing that many bytes from memory, same writer)`,
     `ratio pipeline / DuckDB     ${ratio.toFixed(2)}x   (target <= 3x)`,
+    `DuckDB, the same job in SQL ${same.seconds.toFixed(1)} s   (ingest ${same.ingest.toFixed(1)}, mix ${same.mix.toFixed(1)}, ` +
+      `five exports ${same.exports.toFixed(1)} s; no shuffle, validation or line numbers)`,
+    `ratio pipeline / same job   ${(pipeline / same.seconds).toFixed(2)}x   (and that job / DuckDB alone: ${(same.seconds / baseline).toFixed(2)}x)`,
     `CPU time (user+sys)         pipeline ${pipelineCpu.toFixed(1)} s, DuckDB alone ${baselineCpu.toFixed(1)} s: ${(pipelineCpu / baselineCpu).toFixed(2)}x`,
     `peak memory (RSS)           ${rss.toFixed(0)} MB   (target < 2048 MB)`,
     `under 60 s                  ${runs.every((r) => r.seconds < 60) ? "yes" : "NO"}`,
