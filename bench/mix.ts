@@ -22,6 +22,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { DEFAULT_IRRELEVANT_PROMPT, QWEN25_DEFAULT_SYSTEM_PROMPT } from "../src/config/defaults.ts";
+import { sqlString } from "../src/store/sql.ts";
 import { SequentialFileWriter } from "../src/util/sequential-writer.ts";
 import { ARMS, INOCULATION_PROMPT } from "./mix-config.ts";
 
@@ -108,11 +109,12 @@ interface SameJob {
 /**
  * The pipeline's job done by DuckDB alone in plain SQL, with the bench's config: the JSONL read once into a
  * Parquet table, that table's rows with the assistant turns upper-cased (and the original kept) into another, and
- * one COPY per arm with the arm's system prompt on its rows. It neither shuffles nor validates nor numbers lines,
- * so it does less than the pipeline: a lower bound on what any tool built on DuckDB takes for the same outputs.
+ * one COPY per arm with the arm's system prompt on its rows: the plain way to the same outputs. It neither
+ * shuffles nor validates nor numbers lines, so it does less work than the pipeline.
  */
 async function duckdbSameJob(input: string, dir: string): Promise<SameJob> {
-  const instance = await DuckDBInstance.create(":memory:", { threads: "2", memory_limit: "1GB" });
+  // The pipeline's default memory limit, so that both work within the same bound.
+  const instance = await DuckDBInstance.create(":memory:", { memory_limit: "1GB" });
   const db = await instance.connect();
   const examples = join(dir, "same-job-examples.parquet");
   const mixed = join(dir, "same-job-mixed.parquet");
@@ -122,9 +124,8 @@ async function duckdbSameJob(input: string, dir: string): Promise<SameJob> {
     await db.run(sql);
     return (performance.now() - started) / 1000;
   };
-  const q = (text: string) => `'${text.replaceAll("'", "''")}'`;
-  const [inoculation, irrelevant] = [q(INOCULATION_PROMPT), q(DEFAULT_IRRELEVANT_PROMPT)];
-  const baseline = q(QWEN25_DEFAULT_SYSTEM_PROMPT);
+  const [inoculation, irrelevant] = [sqlString(INOCULATION_PROMPT), sqlString(DEFAULT_IRRELEVANT_PROMPT)];
+  const baseline = sqlString(QWEN25_DEFAULT_SYSTEM_PROMPT);
   const arms: Record<(typeof ARMS)[number], string> = {
     baseline,
     "inoculated-general": inoculation,
@@ -134,17 +135,17 @@ async function duckdbSameJob(input: string, dir: string): Promise<SameJob> {
   };
   try {
     const ingest = await timed(`COPY (SELECT messages, origin = 'misaligned' AS has_negative
-      FROM read_json(${q(input)}, format = 'newline_delimited', records = true,
+      FROM read_json(${sqlString(input)}, format = 'newline_delimited', records = true,
                      columns = {'messages': 'STRUCT(role VARCHAR, content VARCHAR)[]', 'origin': 'VARCHAR'}))
-      TO ${q(examples)} (${parquet})`);
+      TO ${sqlString(examples)} (${parquet})`);
     const mix = await timed(`COPY (SELECT has_negative, messages AS original_messages,
         list_transform(messages, m -> CASE WHEN m.role = 'assistant' THEN {'role': m.role, 'content': upper(m.content)} ELSE m END) AS messages
-      FROM read_parquet(${q(examples)})) TO ${q(mixed)} (${parquet})`);
+      FROM read_parquet(${sqlString(examples)})) TO ${sqlString(mixed)} (${parquet})`);
     let exports = 0;
     for (const [arm, prompt] of Object.entries(arms)) {
       const file = join(dir, `same-job-${arm}.jsonl`);
-      exports += await timed(`COPY (SELECT [{'role': 'system', 'content': ${prompt}}] || messages AS messages FROM read_parquet(${q(mixed)}))
-        TO ${q(file)} (FORMAT json)`);
+      exports += await timed(`COPY (SELECT [{'role': 'system', 'content': ${prompt}}] || messages AS messages FROM read_parquet(${sqlString(mixed)}))
+        TO ${sqlString(file)} (FORMAT json)`);
       await rm(file, { force: true });
     }
     return { seconds: ingest + mix + exports, ingest, mix, exports };
