@@ -17,7 +17,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { createWriteStream, existsSync } from "node:fs";
-import { mkdir, open, rm, stat } from "node:fs/promises";
+import { mkdir, open, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DuckDBInstance } from "@duckdb/node-api";
@@ -171,6 +171,14 @@ async function diskFloor(dir: string, bytes: number): Promise<number> {
   return seconds;
 }
 
+/** The machine's CPU counters (Linux /proc/stat), to tell how much of the bench's time the host took away. */
+async function cpuTicks(): Promise<{ steal: number; total: number } | null> {
+  const stat = await readFile("/proc/stat", "utf8").catch(() => null);
+  const fields = stat?.split("\n")[0]?.trim().split(/\s+/).slice(1).map(Number);
+  if (!fields || fields.length < 8) return null;
+  return { steal: fields[7]!, total: fields.reduce((a, b) => a + b, 0) };
+}
+
 /** Reads the whole input once so that every measurement below finds it in the page cache, none paying a cold read. */
 async function warm(path: string): Promise<void> {
   const file = await open(path, "r");
@@ -210,6 +218,7 @@ async function main(): Promise<void> {
   }
   const bytes = (await stat(input)).size;
   await warm(input);
+  const ticks = await cpuTicks();
 
   // Rounds alternate DuckDB alone and the pipeline, so that both see the machine in the same state.
   const alone: Timed[] = [];
@@ -234,6 +243,8 @@ async function main(): Promise<void> {
   const stages = stageNames.map((k) => `${k} ${mean(runs.map((r) => r.stages[k] ?? 0)).toFixed(1)} s`).join(", ");
   const rss = Math.max(...runs.map((r) => r.maxRssMb));
   const list = (xs: number[]) => xs.map((x) => x.toFixed(1)).join(", ");
+  const after = await cpuTicks();
+  const steal = ticks && after && after.total > ticks.total ? (100 * (after.steal - ticks.steal)) / (after.total - ticks.total) : null;
   const lines = [
     `rows                        ${rows.toLocaleString("en")}`,
     `input JSONL                 ${(bytes / 1e9).toFixed(2)} GB (read once beforehand, so every run finds it cached)`,
@@ -248,6 +259,8 @@ async function main(): Promise<void> {
     `CPU time (user+sys)         pipeline ${pipelineCpu.toFixed(1)} s, DuckDB alone ${baselineCpu.toFixed(1)} s: ${(pipelineCpu / baselineCpu).toFixed(2)}x`,
     `peak memory (RSS)           ${rss.toFixed(0)} MB   (target < 2048 MB)`,
     `under 60 s                  ${runs.every((r) => r.seconds < 60) ? "yes" : "NO"}`,
+    // Time the hypervisor gave to other guests: when it is high, every figure above is slower than this machine is.
+    `CPU steal during the bench  ${steal === null ? "unknown (no /proc/stat)" : `${steal.toFixed(1)}%`}`,
   ];
   process.stdout.write(`${lines.join("\n")}\n`);
 }
