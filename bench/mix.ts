@@ -22,6 +22,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { DEFAULT_IRRELEVANT_PROMPT, QWEN25_DEFAULT_SYSTEM_PROMPT } from "../src/config/defaults.ts";
+import { TABLE_FORMAT } from "../src/store/run-store.ts";
 import { sqlString } from "../src/store/sql.ts";
 import { SequentialFileWriter } from "../src/util/sequential-writer.ts";
 import { ARMS, INOCULATION_PROMPT } from "./mix-config.ts";
@@ -118,7 +119,8 @@ async function duckdbSameJob(input: string, dir: string): Promise<SameJob> {
   const db = await instance.connect();
   const examples = join(dir, "same-job-examples.parquet");
   const mixed = join(dir, "same-job-mixed.parquet");
-  const parquet = "FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE 16384";
+  // The pipeline's own Parquet settings for its tables.
+  const parquet = TABLE_FORMAT;
   const timed = async (sql: string) => {
     const started = performance.now();
     await db.run(sql);
