@@ -21,36 +21,35 @@ export class WholeFileReader {
   async read(path: string, length: number, direct: boolean): Promise<Buffer> {
     const padded = Math.ceil(length / BLOCK) * BLOCK;
     // Fresh allocations of this size cost more than the reads into them: grow by a quarter more than asked.
-    if (this.buffer.length < padded) this.buffer = alignedBuffers(1, Math.ceil((padded * 1.25) / BLOCK) * BLOCK)[0]!;
+    if (this.buffer.length < padded) this.buffer = alignedBuffers(1, padded * 1.25)[0]!;
     const target = this.buffer;
     let got = 0;
+    // O_DIRECT reads whole blocks at block offsets: ask for the padded length (the file's end cuts it short), and
+    // stop at an offset it cannot take; plain reads ask for exactly what is left.
+    const fill = async (file: fsp.FileHandle, blocks: boolean) => {
+      while (got < length && (!blocks || got % BLOCK === 0)) {
+        const { bytesRead } = await file.read(target, got, (blocks ? padded : length) - got, got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+    };
     if (direct && constants.O_DIRECT !== undefined) {
       const file = await fsp.open(path, constants.O_RDONLY | constants.O_DIRECT).catch(() => null);
       if (file) {
         try {
-          // O_DIRECT reads whole blocks at block offsets: ask for the padded length; the file's end cuts it short.
-          while (got < length && got % BLOCK === 0) {
-            const { bytesRead } = await file.read(target, got, padded - got, got);
-            if (bytesRead === 0) break;
-            got += bytesRead;
-          }
+          await fill(file, true);
         } catch {
-          // Some filesystems take the flag at open and refuse the reads: plain reads below redo what is left, and
-          // an error that is not about O_DIRECT comes back from them.
+          // Some filesystems take the flag at open and refuse the reads: the plain reads below redo what is
+          // left, and an error that is not about O_DIRECT comes back from them.
         } finally {
           await file.close();
         }
       }
     }
     if (got < length) {
-      // Plain reads for the rest: no O_DIRECT here, or a short read left an offset O_DIRECT cannot take.
       const file = await fsp.open(path, "r");
       try {
-        while (got < length) {
-          const { bytesRead } = await file.read(target, got, length - got, got);
-          if (bytesRead === 0) break;
-          got += bytesRead;
-        }
+        await fill(file, false);
       } finally {
         await file.close();
       }
