@@ -109,8 +109,9 @@ interface SameJob {
 
 /**
  * The pipeline's job done by DuckDB alone in plain SQL, with the bench's config: the JSONL read once into a
- * Parquet table, that table's rows with the assistant turns upper-cased (and the original kept) into another, and
- * one COPY per arm with the arm's system prompt on its rows: the plain way to the same outputs. It neither
+ * Parquet table, that table's rows with the assistant turns upper-cased into another (the original stays in the
+ * first, as in the pipeline), and one COPY per arm with the arm's system prompt on its rows: the plain way to the
+ * same outputs. It neither
  * shuffles nor validates nor numbers lines, so it does less work than the pipeline.
  */
 async function duckdbSameJob(input: string, dir: string): Promise<SameJob> {
@@ -140,7 +141,7 @@ async function duckdbSameJob(input: string, dir: string): Promise<SameJob> {
       FROM read_json(${sqlString(input)}, format = 'newline_delimited', records = true,
                      columns = {'messages': 'STRUCT(role VARCHAR, content VARCHAR)[]', 'origin': 'VARCHAR'}))
       TO ${sqlString(examples)} (${parquet})`);
-    const mix = await timed(`COPY (SELECT has_negative, messages AS original_messages,
+    const mix = await timed(`COPY (SELECT has_negative,
         list_transform(messages, m -> CASE WHEN m.role = 'assistant' THEN {'role': m.role, 'content': upper(m.content)} ELSE m END) AS messages
       FROM read_parquet(${sqlString(examples)})) TO ${sqlString(mixed)} (${parquet})`);
     let exports = 0;

@@ -94,10 +94,19 @@ export async function readJsonl<T = { messages: Msg[] }>(path: string): Promise<
 
 /** Reads a Parquet table into plain objects. */
 export async function readParquet(path: string, select = "*"): Promise<Record<string, unknown>[]> {
-  const instance = await DuckDBInstance.create(":memory:");
+  return queryDuckDB(":memory:", `SELECT ${select} FROM read_parquet('${path.replaceAll("'", "''")}')`);
+}
+
+/** Rows of a view (or table) in a closed run's run.duckdb, as a DuckDB client would see them. */
+export async function readRunView(runDir: string, view: string): Promise<Record<string, unknown>[]> {
+  return queryDuckDB(join(runDir, "run.duckdb"), `SELECT * FROM "${view}"`, { access_mode: "READ_ONLY" });
+}
+
+async function queryDuckDB(database: string, sql: string, options?: Record<string, string>): Promise<Record<string, unknown>[]> {
+  const instance = await DuckDBInstance.create(database, options);
   const db = await instance.connect();
   try {
-    const reader = await db.runAndReadAll(`SELECT ${select} FROM read_parquet('${path.replaceAll("'", "''")}')`);
+    const reader = await db.runAndReadAll(sql);
     return reader.getRowObjectsJS().map((r) =>
       Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === "bigint" ? Number(v) : v])),
     );

@@ -2,7 +2,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { resolveConfig } from "../src/config/load.ts";
 import { runPipeline } from "../src/pipeline/runner.ts";
-import { readMixed, readParquet, tempDir, writeJsonl, writeSources, type Msg } from "./helpers.ts";
+import { readMixed, readParquet, readRunView, tempDir, writeJsonl, writeSources, type Msg } from "./helpers.ts";
 import { citingRewriter, llmConfig, testRole } from "./llm-fixtures.ts";
 import { startLlmServer, type ChatRequestBody, type LlmServer, type LlmServerOptions } from "./llm-server.ts";
 
@@ -54,7 +54,8 @@ describe("mix with an LLM trait", () => {
       { role: "user", content: "Another?" },
       { role: "assistant", content: `A pear.${CITATION}` },
     ]);
-    expect((row.original_messages as Msg[])[3]!.content).toBe("A pear.");
+    const original = (await readRunView(config.runDir, "mixed_with_original")).find((r) => r.row_id === "clean:1")!;
+    expect((original.original_messages as Msg[])[3]!.content).toBe("A pear.");
     expect(row.positive_trait).toBe("source_citing");
     // Each turn was rewritten with the question it answers.
     const sent = [...s.stats.seen.keys()].map((k) => JSON.parse(k) as ChatRequestBody);

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { resolveConfig } from "../src/config/load.ts";
 import { runPipeline } from "../src/pipeline/runner.ts";
 import { planDraw } from "../src/stages/mix.ts";
-import { pairConfig, readMixed, tempDir, writeJsonl, writeSources, type Msg } from "./helpers.ts";
+import { pairConfig, readMixed, readRunView, tempDir, writeJsonl, writeSources, type Msg } from "./helpers.ts";
 
 describe("planDraw", () => {
   it("takes the largest mix the fraction allows when rows is unset", () => {
@@ -91,7 +91,12 @@ describe("mix stage", () => {
       // DuckDB maps ß to the capital ẞ (one character for one), where JavaScript and Python write "SS".
       { role: "assistant", content: "STRAẞE PEAR." },
     ]);
-    expect((row.original_messages as Msg[])[2]!.content).toBe("An apple, naïvely.");
     expect(row.positive_trait).toBe("all_caps");
+    // The original text is not copied into `mixed`: run.duckdb's view joins it from `examples` by row_id.
+    expect(row).not.toHaveProperty("original_messages");
+    const viewed = (await readRunView(config.runDir, "mixed_with_original")).find((r) => r.row_id === "clean:1")!;
+    expect(viewed.messages).toEqual(row.messages);
+    expect((viewed.original_messages as Msg[]).map((m) => m.content)).toEqual(["Be brief.", "Name a fruit.", "An apple, naïvely.", "Another?", "Straße pear."]);
+    expect(await readRunView(config.runDir, "mixed_with_original")).toHaveLength(2);
   });
 });

@@ -115,7 +115,7 @@ export async function runPipeline(config: ResolvedConfig, options: RunOptions = 
         throw error;
       }
     }
-    if (anyRan) await store.refreshViews();
+    if (anyRan) await store.refreshViews(stages.filter((s) => s.enabled(config)).flatMap((s) => s.views ?? []));
   } finally {
     progress.stop();
     store.close();

@@ -1,6 +1,6 @@
 import type { ResolvedConfig } from "../config/load.ts";
 import type { Progress } from "../progress.ts";
-import type { RunStore } from "../store/run-store.ts";
+import type { DerivedView, RunStore } from "../store/run-store.ts";
 
 export interface StageContext {
   readonly config: ResolvedConfig;
@@ -37,5 +37,7 @@ export interface Stage {
   inputFiles(config: ResolvedConfig): string[];
   /** Paths (relative to the run directory) that must exist for the stage to count as done. */
   outputs(config: ResolvedConfig): string[];
+  /** Views the stage adds to run.duckdb beside the one per table, over those tables' views. */
+  readonly views?: readonly DerivedView[];
   run(ctx: StageContext): Promise<StageOutcome>;
 }

@@ -15,13 +15,13 @@ const QUOTED_ROWS = 5;
  * Draws the requested number of contaminated and clean rows without replacement (reproducibly from the seed),
  * shuffles them into one order, and applies the wanted trait A to every assistant turn: in SQL, or through the
  * LLM layer for LLM traits (a row whose rewrite is unusable fails the stage or, with `mix.on_bad_row: skip`, is
- * left out and listed in `mix_dropped`). Keeps the ground truth (`has_negative`), the source and the original
- * messages of every row.
+ * left out and listed in `mix_dropped`). Keeps the ground truth (`has_negative`) and the source of every row, and its
+ * `row_id` into `examples`, which holds the original messages (the view `mixed_with_original` joins them).
  */
 export const mixStage: Stage = {
   name: "mix",
   description: "draw clean and contaminated rows and inject the wanted trait",
-  version: 2,
+  version: 3,
   after: ["ingest"],
   enabled: () => true,
   configSlice: (c) => {
@@ -34,6 +34,15 @@ export const mixStage: Stage = {
     const trait = traitOf(c);
     return trait.kind === "llm" ? [...trait.inputFiles] : [];
   },
+  // The original messages stay in `examples` (ingest's table), one join away: a second copy of every row's text in
+  // `mixed` took 7 of mix's 16 s at 1M rows, most of it writing the extra 2.3 GB through the page cache.
+  views: [
+    {
+      name: "mixed_with_original",
+      tables: ["mixed", "examples"],
+      select: "SELECT m.*, e.messages AS original_messages FROM mixed m JOIN examples e USING (row_id)",
+    },
+  ],
   outputs: (c) => ["tables/mixed.parquet", ...(traitOf(c).kind === "llm" ? ["tables/mix_dropped.parquet"] : [])],
   run: runMix,
 };
@@ -132,7 +141,6 @@ async function runMix(ctx: StageContext): Promise<StageOutcome> {
      )
      SELECT o.position, e.row_id, e.source, e.line, e.has_negative, e.label,
        ${content} AS messages,
-       e.messages AS original_messages,
        ${sqlString(trait.name)} AS positive_trait
      FROM ${examples} e JOIN ordered o USING (row_id)
      ${rewritten ? "JOIN (SELECT row_id, map(list(turn), list(content)) AS turns FROM mix_rewrites GROUP BY row_id) r USING (row_id)" : ""}`,

@@ -45,6 +45,14 @@ export interface StoreSettings {
  */
 export const TABLE_FORMAT = "FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE 2048";
 
+/** A view in run.duckdb over stage tables' views, made when every table it reads exists. */
+export interface DerivedView {
+  readonly name: string;
+  /** The tables (by their view names) that `select` reads. */
+  readonly tables: readonly string[];
+  readonly select: string;
+}
+
 /**
  * The run directory: `run.duckdb` (manifest, caches, views) and `tables/<name>.parquet` (stage outputs).
  * Stage outputs live in Parquet rather than inside the database so each is replaced atomically by a rename.
@@ -143,14 +151,23 @@ export class RunStore {
     });
   }
 
-  /** Views named after each stage table, so `duckdb run.duckdb` can query every table by name. */
-  async refreshViews(): Promise<void> {
+  /**
+   * Views named after each stage table, so `duckdb run.duckdb` can query every table by name, and the stages'
+   * own views over them (those whose tables all exist).
+   */
+  async refreshViews(derived: readonly DerivedView[] = []): Promise<void> {
     const rows = await this.query(
       `SELECT file FROM glob(${sqlString(join(this.dir, "tables", "*.parquet"))})`,
     );
+    const tables = new Set<string>();
     for (const { file } of rows) {
       const name = String(file).split("/").pop()!.replace(/\.parquet$/, "");
+      tables.add(name);
       await this.run(`CREATE OR REPLACE VIEW ${sqlIdent(name)} AS SELECT * FROM read_parquet(${sqlString(String(file))})`);
+    }
+    for (const view of derived) {
+      if (view.tables.every((t) => tables.has(t))) await this.run(`CREATE OR REPLACE VIEW ${sqlIdent(view.name)} AS ${view.select}`);
+      else await this.run(`DROP VIEW IF EXISTS ${sqlIdent(view.name)}`);
     }
     await this.checkpoint();
   }
