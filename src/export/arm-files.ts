@@ -5,17 +5,16 @@ import { streamCopy } from "../store/stream-copy.ts";
 import { tempPathFor } from "../util/fs.ts";
 import { SequentialFileWriter } from "../util/sequential-writer.ts";
 import { WholeFileReader } from "../util/whole-file-reader.ts";
-import { insertPointByte, LINE_END, LINE_START, type InsertTable, type Placement } from "./line-parts.ts";
+import { insertPointByte, type InsertTable, type Placement } from "./line-parts.ts";
 
 /**
  * Writes every arm's JSONL file in one pass over the rows. DuckDB renders each row once, as a record
  *
- *     position \x01 own \x01 at \x01 prompt index of arm 1 \x01 … \x01 prompt index of arm A \x01 body \n
+ *     position \x01 own \x01 at \x01 prompt index of arm 1 \x01 … \x01 prompt index of arm A \x01 line \n
  *
- * (`own`: the row has its own system message; `at`: where the insert goes in `body`; an index is -1 where the arm
- * puts no prompt on the row; `body` is JSON text, which never holds a raw control character, so \x01 and \n
- * delimit safely), and each arm's line is the body with the arm's insert at `at`, between the line's start and
- * end (see line-parts.ts).
+ * (`own`: the row has its own system message; `at`: where the insert goes in `line`; an index is -1 where the arm
+ * puts no prompt on the row; `line` is JSON text, which never holds a raw control character, so \x01 and \n
+ * delimit safely), and each arm's line is `line` with the arm's insert at `at` (see line-parts.ts).
  *
  * Lines go out in `position` order, but `mixed` is stored in the order its rows were read: sorting 1M wide rows
  * in DuckDB either runs out of a bounded memory or spills for tens of seconds. Positions are dense (0 … rows-1),
@@ -57,8 +56,6 @@ export interface ArmFilesOptions {
 
 const SEP = 1;
 const NL = 10;
-const START = Buffer.from(LINE_START);
-const END = Buffer.from(LINE_END);
 /** How many lines go out between waits for the disk, which bound the memory held by queued writes. */
 const SETTLE_EVERY = 256;
 
@@ -106,16 +103,14 @@ export async function writeArmFiles(store: RunStore, options: ArmFilesOptions): 
       const slots = gather.place(data, base, Math.min(rowsPerBucket, rows - base));
       for (let s = 0; s < slots.length; s += 1) {
         const r = gather.parse(data, slots[s]!);
-        const cut = r.bodyStart + r.at;
+        const cut = r.lineStart + r.at;
         if (data[cut - 1] !== expected[r.own]) throw new Error(`export: the JSON of the row at position ${base + s} is not laid out as expected`);
         for (let a = 0; a < arms.length; a += 1) {
           const index = r.indexes[a]!;
           const w = writers[a]!;
-          w.put(START);
-          w.put(data, r.bodyStart, cut);
+          w.put(data, r.lineStart, cut);
           w.put(arms[a]!.inserts[r.own]![index + 1]!);
-          w.put(data, cut, r.bodyEnd);
-          w.put(END);
+          w.put(data, cut, r.newline + 1);
           counts[a]![r.own]![index + 1]! += 1;
         }
         if (s % SETTLE_EVERY === SETTLE_EVERY - 1) {
@@ -256,8 +251,9 @@ interface ParsedRecord {
   own: 0 | 1;
   at: number;
   indexes: Int32Array;
-  bodyStart: number;
-  bodyEnd: number;
+  lineStart: number;
+  /** The record's newline, which ends the exported line too. */
+  newline: number;
 }
 
 /** Puts a bucket's records in position order and reads their fields. */
@@ -265,7 +261,7 @@ class Gather {
   private readonly record: ParsedRecord;
 
   constructor(arms: number) {
-    this.record = { own: 0, at: 0, indexes: new Int32Array(arms), bodyStart: 0, bodyEnd: 0 };
+    this.record = { own: 0, at: 0, indexes: new Int32Array(arms), lineStart: 0, newline: 0 };
   }
 
   /** Each record's offset, in position order: slot `position - base`. */
@@ -302,8 +298,8 @@ class Gather {
       r.indexes[a] = negative ? -value : value;
       i += 1;
     }
-    r.bodyStart = i;
-    r.bodyEnd = data.indexOf(NL, i);
+    r.lineStart = i;
+    r.newline = data.indexOf(NL, i);
     return r;
   }
 }

@@ -12,10 +12,10 @@ export interface PromptPool {
  * How an exported line is put together. Every arm exports the same conversation and differs only in the
  * inoculation, so a row's line in any arm is
  *
- *     {"messages":  body[0, at)  insert  body[at, end)  }\n
+ *     line[0, at)  insert  line[at, end)  \n
  *
- * where `body` is the JSON of the row's message list, rendered once in SQL for all arms, and
- * `insert` is a short piece chosen per arm from a table built once per export:
+ * where `line` is `{"messages": …}` with the JSON of the row's message list, rendered once in SQL for all arms,
+ * and `insert` is a short piece chosen per arm from a table built once per export:
  *
  * - `system` placement, a row without its own system message: `insert` is a whole system message and a comma,
  *   right after the list's `[`: the arm's prompt or the default system prompt (the inoculation takes the
@@ -27,19 +27,21 @@ export interface PromptPool {
  *
  * JSON escaping composes (the escape of a + b is the escape of a followed by the escape of b), so an escaped
  * prompt put inside an escaped string gives exactly the JSON of the prefixed text. `at` is a byte offset: DuckDB
- * slicing a rendered string costs more than rendering it (measured), so SQL only says where to cut.
+ * slicing a rendered string costs more than rendering it (measured), so SQL only says where to cut. The whole line
+ * comes from SQL, not just the message list, so that each arm's line is three copies, not five: the writer's time
+ * goes mostly to the calls, not the bytes (measured at 1M rows and five arms: 8.6-9.4 s of CPU against 6.5-6.8 s,
+ * the same bytes out).
  */
 interface LineParts {
-  /** SQL over `m` (a `mixed` row): the JSON of the row's message list, the line between LINE_START and LINE_END. */
-  body: string;
-  /** SQL over `m`: the byte offset in `body` where the insert goes. */
+  /** SQL over `m` (a `mixed` row): the line without its newline. */
+  line: string;
+  /** SQL over `m`: the byte offset in `line` where the insert goes. */
   at: string;
 }
 
-/** What every line starts with; the body follows. */
-export const LINE_START = '{"messages":';
-/** What every line ends with, after the body. */
-export const LINE_END = "}\n";
+/** What every line starts with; the message list follows, then LINE_END. */
+const LINE_START = '{"messages":';
+const LINE_END = "}";
 /** The JSON of a message list up to the opening quote of its first message's text, when that is a system message. */
 const SYSTEM_TEXT_START = '[{"role":"system","content":"';
 /** The JSON between the message before the first user turn and the user turn's text. */
@@ -53,14 +55,18 @@ function ownSystemSql(messages: string): string {
 function linePartsSql(messages: string, placement: Placement, defaultSystemPrompt: string): LineParts {
   const m = messages;
   const own = ownSystemSql(m);
+  const line = (list: string) => `${sqlString(LINE_START)} || to_json(${list})::VARCHAR || ${sqlString(LINE_END)}`;
   if (placement === "system") {
-    return { body: `to_json(${m})::VARCHAR`, at: `CASE WHEN ${own} THEN ${SYSTEM_TEXT_START.length} ELSE 1 END` };
+    return { line: line(m), at: `CASE WHEN ${own} THEN ${LINE_START.length + SYSTEM_TEXT_START.length} ELSE ${LINE_START.length + 1} END` };
   }
   const w = `(CASE WHEN ${own} THEN ${m} ELSE [{'role': 'system', 'content': ${sqlString(defaultSystemPrompt)}}] || ${m} END)`;
   // The first user turn's index; ingest guarantees one, and the system message before it makes it at least 2.
   const u = `list_position(list_transform(${w}, x -> x.role), 'user')`;
   // strlen counts bytes; the JSON before the user turn loses its closing bracket in the whole list's JSON.
-  return { body: `to_json(${w})::VARCHAR`, at: `strlen(to_json(${w}[1:${u} - 1])::VARCHAR) - 1 + ${USER_TEXT_START.length}` };
+  return {
+    line: line(w),
+    at: `${LINE_START.length} + strlen(to_json(${w}[1:${u} - 1])::VARCHAR) - 1 + ${USER_TEXT_START.length}`,
+  };
 }
 
 /** The byte just before a row's insert point, for a cheap check that the JSON is laid out as linePartsSql expects. */
@@ -107,7 +113,7 @@ export interface ArmRecordSpec {
 
 /**
  * The records writeArmFiles reads (see arm-files.ts), one per row of `table` (aliased `m`): position, own system
- * message, insert offset, each arm's prompt index (-1: none), body.
+ * message, insert offset, each arm's prompt index (-1: none), line.
  */
 export function recordsSql(options: {
   table: string;
@@ -122,5 +128,5 @@ export function recordsSql(options: {
   // One column, its fields joined in SQL: DuckDB's CSV writer costs more per column than the joining does (a
   // third less CPU for the whole COPY, measured at 1M rows). `||` rather than concat_ws, which would skip a NULL
   // field silently; a NULL makes the record empty, which the reader refuses.
-  return `SELECT ${[...fields, parts.body].join(" || '\x01' || ")} FROM ${options.table} m`;
+  return `SELECT ${[...fields, parts.line].join(" || '\x01' || ")} FROM ${options.table} m`;
 }
