@@ -111,8 +111,7 @@ interface SameJob {
  * The pipeline's job done by DuckDB alone in plain SQL, with the bench's config: the JSONL read once into a
  * Parquet table, that table's rows with the assistant turns upper-cased into another (the original stays in the
  * first, as in the pipeline), and one COPY per arm with the arm's system prompt on its rows: the plain way to the
- * same outputs. It neither
- * shuffles nor validates nor numbers lines, so it does less work than the pipeline.
+ * same outputs. It neither shuffles nor validates nor numbers lines, so it does less work than the pipeline.
  */
 async function duckdbSameJob(input: string, dir: string): Promise<SameJob> {
   // The pipeline's default memory limit, so that both work within the same bound.

@@ -96,7 +96,13 @@ describe("mix stage", () => {
     expect(row).not.toHaveProperty("original_messages");
     const viewed = (await readRunView(config.runDir, "mixed_with_original")).find((r) => r.row_id === "clean:1")!;
     expect(viewed.messages).toEqual(row.messages);
-    expect((viewed.original_messages as Msg[]).map((m) => m.content)).toEqual(["Be brief.", "Name a fruit.", "An apple, naïvely.", "Another?", "Straße pear."]);
+    expect((viewed.original_messages as Msg[]).map((m) => m.content)).toEqual([
+      "Be brief.",
+      "Name a fruit.",
+      "An apple, naïvely.",
+      "Another?",
+      "Straße pear.",
+    ]);
     expect(await readRunView(config.runDir, "mixed_with_original")).toHaveLength(2);
   });
 });

@@ -79,9 +79,9 @@ export async function writeArmFiles(store: RunStore, options: ArmFilesOptions): 
     // Records carry their position, so DuckDB need not keep their order: without it the COPY runs on every
     // thread end to end (measured 1.45x faster at 1M rows).
     await store.run("SET preserve_insertion_order = false");
-    const streamed = await streamCopy(store, options.select, FORMAT, (chunk) => scatter.push(chunk), { onProgress: (p) => progress(p / 2) }).finally(() =>
-      store.run("RESET preserve_insertion_order"),
-    );
+    const streamed = await streamCopy(store, options.select, FORMAT, (chunk) => scatter.push(chunk), {
+      onProgress: (p) => progress(p / 2),
+    }).finally(() => store.run("RESET preserve_insertion_order"));
     scatter.end();
     if (streamed !== rows || scatter.lines !== rows) {
       throw new Error(`export: expected ${rows} records, DuckDB wrote ${streamed} and ${scatter.lines} arrived`);

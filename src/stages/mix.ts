@@ -15,8 +15,8 @@ const QUOTED_ROWS = 5;
  * Draws the requested number of contaminated and clean rows without replacement (reproducibly from the seed),
  * shuffles them into one order, and applies the wanted trait A to every assistant turn: in SQL, or through the
  * LLM layer for LLM traits (a row whose rewrite is unusable fails the stage or, with `mix.on_bad_row: skip`, is
- * left out and listed in `mix_dropped`). Keeps the ground truth (`has_negative`) and the source of every row, and its
- * `row_id` into `examples`, which holds the original messages (the view `mixed_with_original` joins them).
+ * left out and listed in `mix_dropped`). Keeps the ground truth (`has_negative`) and the source of every row, and
+ * its `row_id` into `examples`, which holds the original messages (the view `mixed_with_original` joins them).
  */
 export const mixStage: Stage = {
   name: "mix",
