@@ -82,15 +82,11 @@ export async function streamCopy(
 
 /** The fallback's temporary file, read in large blocks once DuckDB has written it. */
 async function readFile(path: string, consume: ChunkConsumer): Promise<void> {
-  const file = await fsp.open(path, "r");
-  try {
-    const buffer = Buffer.allocUnsafe(1 << 20);
-    for (let got = await file.read(buffer, 0, buffer.length, null); got.bytesRead > 0; got = await file.read(buffer, 0, buffer.length, null)) {
-      await consume(buffer.subarray(0, got.bytesRead));
-    }
-  } finally {
-    await file.close();
-  }
+  await readToEnd(await openForReading(path), 1 << 20, consume);
+}
+
+function openForReading(path: string): Promise<number> {
+  return new Promise<number>((resolve, reject) => open(path, "r", (error, fd) => (error ? reject(error) : resolve(fd))));
 }
 
 /**
@@ -103,10 +99,10 @@ async function readFile(path: string, consume: ChunkConsumer): Promise<void> {
  */
 async function readPipe(path: string, consume: ChunkConsumer, pipeBytes: number, opened: () => void): Promise<void> {
   // Opening a pipe waits for DuckDB (or our unblocking writer) to open the other end; it runs on the thread pool.
-  const fd = await new Promise<number>((resolve, reject) => open(path, "r", (error, got) => (error ? reject(error) : resolve(got))));
+  const fd = await openForReading(path);
   opened();
   const grown = pipeBytes > 0 ? growPipe(fd, pipeBytes) : null;
-  if (grown !== null) return readGrownPipe(fd, grown, consume);
+  if (grown !== null) return readToEnd(fd, grown, consume);
   const pipe = new Socket({ fd, readable: true, writable: false });
   try {
     await new Promise<void>((resolve, reject) => {
@@ -131,8 +127,11 @@ async function readPipe(path: string, consume: ChunkConsumer, pipeBytes: number,
   }
 }
 
-/** Reads the pipe at `fd` to its end in reads of its whole buffer, and closes it (which stops DuckDB's writes). */
-async function readGrownPipe(fd: number, bytes: number, consume: ChunkConsumer): Promise<void> {
+/**
+ * Reads `fd` (a file, or a pipe: each read then takes what the pipe holds) to its end in reads of `bytes`, and closes
+ * it; for a pipe, closing stops the writer, whose next write fails.
+ */
+async function readToEnd(fd: number, bytes: number, consume: ChunkConsumer): Promise<void> {
   const buffer = Buffer.allocUnsafe(bytes);
   const readOnce = () =>
     new Promise<number>((resolve, reject) => read(fd, buffer, 0, bytes, null, (error, got) => (error ? reject(error) : resolve(got))));
