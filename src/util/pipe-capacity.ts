@@ -5,7 +5,7 @@ import { createRequire } from "node:module";
  *
  * Why: a pipe holds 64 KiB by default, so a stream of gigabytes hands over 64 KiB per wake-up of the other side,
  * and on the project's VMs a wake-up across CPUs is dear: `cat` drains a pipe fed by `dd` at 0.4 GB/s across
- * CPUs against 4.3 GB/s on one, and 2.1 GB/s across CPUs once the pipe holds 1 MiB (measured).
+ * CPUs against 4.3 GB/s on one, and 2.0 GB/s across CPUs once the pipe holds 1 MiB (measured).
  */
 
 /** F_SETPIPE_SZ, from <linux/fcntl.h>. */
