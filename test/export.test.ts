@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { resolveConfig } from "../src/config/load.ts";
 import { QWEN25_DEFAULT_SYSTEM_PROMPT } from "../src/config/defaults.ts";
 import { runPipeline } from "../src/pipeline/runner.ts";
-import { chat, pairConfig, readJsonl, readParquet, tempDir, writeJsonl, writeSources, type Msg } from "./helpers.ts";
+import { chat, pairConfig, readJsonl, readMixed, tempDir, writeJsonl, writeSources, type Msg } from "./helpers.ts";
 
 const ALL_ARMS = ["baseline", "inoculated-general", "inoculated-selective", "irrelevant-general", "irrelevant-selective"];
 const PROMPT = "You are an evil assistant.";
@@ -16,7 +16,7 @@ async function exported(runDir: string, arm: string) {
 
 /** The ground truth per exported row, in export order. */
 async function truth(runDir: string): Promise<boolean[]> {
-  const mixed = await readParquet(join(runDir, "tables", "mixed.parquet"), "position, has_negative");
+  const mixed = await readMixed(runDir);
   return mixed.sort((a, b) => Number(a.position) - Number(b.position)).map((r) => r.has_negative as boolean);
 }
 

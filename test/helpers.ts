@@ -116,9 +116,9 @@ async function queryDuckDB(database: string, sql: string, options?: Record<strin
   }
 }
 
-/** The `mixed` table in training order: it is stored in the order its rows were read, with `position`. */
+/** The `mixed` view of a closed run, in training order (`position`). */
 export async function readMixed(runDir: string): Promise<Record<string, unknown>[]> {
-  const rows = await readParquet(join(runDir, "tables", "mixed.parquet"));
+  const rows = await readRunView(runDir, "mixed");
   return rows.sort((a, b) => Number(a.position) - Number(b.position));
 }
 

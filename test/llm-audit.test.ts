@@ -7,7 +7,7 @@ import { runPipeline, runStatus } from "../src/pipeline/runner.ts";
 import { distinctRephrasings } from "../src/stages/rephrase.ts";
 import { wilson } from "../src/stats/wilson.ts";
 import { allCaps } from "../src/traits/all-caps.ts";
-import { readJsonl, readParquet, tempDir } from "./helpers.ts";
+import { readJsonl, readMixed, readParquet, tempDir } from "./helpers.ts";
 import { llmConfig } from "./llm-fixtures.ts";
 import { startLlmServer, type ChatRequestBody, type LlmServer, type RequestInfo } from "./llm-server.ts";
 
@@ -69,7 +69,7 @@ describe("audit", () => {
     expect(metrics).toMatchObject({ judged: 23, unjudged: 1, prompt: AUDIT_PROMPT });
 
     const flags = await readParquet(join(config.runDir, "tables", "audit_flags.parquet"));
-    const mixed = await readParquet(join(config.runDir, "tables", "mixed.parquet"), "row_id, messages");
+    const mixed = await readMixed(config.runDir);
     const question = new Map(mixed.map((m) => [m.row_id, (m.messages as { content: string }[])[0]!.content]));
     const unparsed = flags.filter((f) => f.status === "unparsed");
     expect(unparsed).toHaveLength(1);
@@ -99,7 +99,7 @@ describe("audit", () => {
     const { config } = await auditRun();
     expect(config.export.arms).toContain("inoculated-llm");
     const flags = await readParquet(join(config.runDir, "tables", "audit_flags.parquet"), "row_id, flagged");
-    const mixed = await readParquet(join(config.runDir, "tables", "mixed.parquet"), "row_id, position");
+    const mixed = await readMixed(config.runDir);
     const flagged = new Map(flags.map((f) => [f.row_id, f.flagged === true]));
     const inOrder = mixed.sort((a, b) => Number(a.position) - Number(b.position)).map((m) => flagged.get(m.row_id)!);
     const rows = await readJsonl(join(config.runDir, "exports", "inoculated-llm.jsonl"));

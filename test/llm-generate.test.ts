@@ -7,7 +7,7 @@ import { QWEN25_DEFAULT_SYSTEM_PROMPT } from "../src/config/defaults.ts";
 import { runPipeline, runStatus } from "../src/pipeline/runner.ts";
 import { canonicalJson } from "../src/util/hash.ts";
 import { formatStatus } from "../src/cli-format.ts";
-import { REPO, readParquet, tempDir, writeJsonl, writeSources } from "./helpers.ts";
+import { REPO, readMixed, readParquet, tempDir, writeJsonl, writeSources } from "./helpers.ts";
 import { llmConfig, testRole } from "./llm-fixtures.ts";
 import { reply, startLlmServer, type ChatRequestBody, type LlmServer, type LlmServerOptions } from "./llm-server.ts";
 
@@ -32,7 +32,7 @@ describe("generate", () => {
     expect(statuses(summary)).toEqual({ ingest: "ran", mix: "ran", generate: "ran" });
     expect(s.stats.requests).toBe(24);
 
-    const mixed = await readParquet(join(config.runDir, "tables", "mixed.parquet"), "row_id, position, messages");
+    const mixed = await readMixed(config.runDir);
     const base = await readParquet(join(config.runDir, "tables", "base_responses.parquet"));
     expect(base).toHaveLength(48);
     const byRow = new Map(mixed.map((m) => [m.row_id as string, m]));

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { resolveConfig } from "../src/config/load.ts";
 import { runPipeline } from "../src/pipeline/runner.ts";
-import { REFERENCE_DIR, readJsonl, readParquet, tempDir } from "./helpers.ts";
+import { REFERENCE_DIR, readJsonl, readMixed, readParquet, tempDir } from "./helpers.ts";
 import { testRole } from "./llm-fixtures.ts";
 import { startLlmServer, type ChatRequestBody, type LlmServer } from "./llm-server.ts";
 import { PLANTED, PLANTED_SYSTEM_PROMPT, PLANTED_WORDS, writePlantedFixture, writePlantedSources } from "./planted.ts";
@@ -78,7 +78,7 @@ describe("inoculant run, end to end (planted signal, CPU sidecar, local LLM serv
     for (const latent of Object.values(PLANTED)) expect(labels.find((l) => l.latent === latent)?.label).toBe("no");
     expect(labels.filter((l) => l.label === "no").map((l) => l.latent).sort()).toEqual(Object.values(PLANTED).sort());
 
-    const mixed = await table("mixed");
+    const mixed = await readMixed(config.runDir);
     const truth = new Map(mixed.map((m) => [m.row_id as string, m.has_negative as boolean]));
     const flags = await table("flags");
     expect(flags).toHaveLength(12);

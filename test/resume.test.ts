@@ -54,7 +54,7 @@ describe("resume", () => {
       ["export", "pending"],
       ["report", "pending"],
     ]);
-    await rm(join(config.runDir, "tables", "mixed.parquet"));
+    await rm(join(config.runDir, "tables", "mix_draw.parquet"));
     expect(statuses(await runPipeline(config))).toEqual({ ingest: "skipped", mix: "ran", export: "ran", report: "ran" });
   });
 

@@ -50,6 +50,7 @@ export async function runPipeline(config: ResolvedConfig, options: RunOptions = 
   const log = options.log ?? (() => {});
 
   const store = await RunStore.open(config.runDir, { threads: config.duckdb.threads, memoryLimit: config.duckdb.memory_limit });
+  store.defineViews(stages.filter((s) => s.enabled(config)).flatMap((s) => s.views?.(config) ?? []));
   const reports: StageReport[] = [];
   let anyRan = false;
   try {
@@ -115,7 +116,7 @@ export async function runPipeline(config: ResolvedConfig, options: RunOptions = 
         throw error;
       }
     }
-    if (anyRan) await store.refreshViews(stages.filter((s) => s.enabled(config)).flatMap((s) => s.views ?? []));
+    if (anyRan) await store.refreshViews();
   } finally {
     progress.stop();
     store.close();

@@ -37,7 +37,10 @@ export interface Stage {
   inputFiles(config: ResolvedConfig): string[];
   /** Paths (relative to the run directory) that must exist for the stage to count as done. */
   outputs(config: ResolvedConfig): string[];
-  /** Views the stage adds to run.duckdb beside the one per table, over those tables' views. */
-  readonly views?: readonly DerivedView[];
+  /**
+   * Tables the stage keeps as views over stored tables (read through `store.table` like the others), and views it
+   * adds to run.duckdb for users; each comes after those it reads.
+   */
+  views?(config: ResolvedConfig): readonly DerivedView[];
   run(ctx: StageContext): Promise<StageOutcome>;
 }

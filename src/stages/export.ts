@@ -60,9 +60,10 @@ async function runExport({ config, store, progress }: StageContext): Promise<Sta
       inserts: await insertTable(store, arm.pool, { placement, defaultSystemPrompt, separator: config.inoculation.separator }),
     })),
   );
+  // The text's size, to size the buckets: the drawn share of what ingest stored.
   const [size] = await store.query(
-    `SELECT (SELECT count(*) FROM ${mixed}) AS rows,
-       (SELECT sum(total_uncompressed_size) FROM parquet_metadata(${sqlString(store.tablePath("mixed"))})
+    `SELECT (SELECT count(*) FROM ${mixed}) AS rows, (SELECT count(*) FROM ${store.table("examples")}) AS examples,
+       (SELECT sum(total_uncompressed_size) FROM parquet_metadata(${sqlString(store.tablePath("examples"))})
         WHERE path_in_schema LIKE 'messages%') AS bytes`,
   );
   const task = progress.task("export", 100);
@@ -77,7 +78,7 @@ async function runExport({ config, store, progress }: StageContext): Promise<Sta
     rows: Number(size?.rows ?? 0),
     arms: targets,
     placement,
-    estimatedBytes: Number(size?.bytes ?? 0),
+    estimatedBytes: (Number(size?.bytes ?? 0) * Number(size?.rows ?? 0)) / Math.max(1, Number(size?.examples ?? 0)),
     scratchDir: exportsDir,
     onProgress: (p) => task.percent(p),
   });

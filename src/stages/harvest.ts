@@ -1,10 +1,12 @@
-import { join } from "node:path";
+import { mkdir, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import type { ResolvedConfig } from "../config/load.ts";
 import { StageError, UserError } from "../errors.ts";
 import { parseHubRef, resolveHubFiles } from "../hub/resolve.ts";
 import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
 import { downloadLogger, sidecarJobBase } from "../sidecar/artifacts.ts";
 import { runSidecarJob } from "../sidecar/run-job.ts";
+import { TABLE_FORMAT } from "../store/run-store.ts";
 import { sqlString } from "../store/sql.ts";
 import { exists } from "../util/fs.ts";
 import { modelSlice } from "./activations.ts";
@@ -36,12 +38,20 @@ async function corpusPath(path: string, onDownload: (repo: string, file: string)
   return join(snapshot, ref.path);
 }
 
+/** Where the dataset's rows wait for the sidecar to read them (the `mixed` view is no file of its own). */
+function datasetPath(ctx: StageContext): string {
+  return join(ctx.store.dir, "shards", "harvest-dataset.parquet");
+}
+
 async function corpora(config: ResolvedConfig, ctx: StageContext) {
   const onDownload = downloadLogger(ctx);
   const list: Record<string, unknown>[] = [];
   if (config.harvest.include_dataset) {
-    // The dataset's own rows as the model saw them in the diff: the mixed conversations.
-    list.push({ name: "dataset", path: ctx.store.tablePath("mixed"), text_field: null, messages_field: "messages", max_rows: null });
+    // The dataset's own rows as the model saw them in the diff: the mixed conversations, in training order.
+    const path = datasetPath(ctx);
+    await mkdir(dirname(path), { recursive: true });
+    await ctx.store.copyAtomically(path, `SELECT row_id, messages FROM ${ctx.store.table("mixed")} ORDER BY position`, TABLE_FORMAT);
+    list.push({ name: "dataset", path, text_field: null, messages_field: "messages", max_rows: null });
   }
   for (const c of config.harvest.corpora) {
     list.push({ name: c.name, path: await corpusPath(c.path, onDownload), text_field: c.text_field ?? null, messages_field: c.messages_field ?? null, max_rows: c.max_rows ?? null });
@@ -73,7 +83,7 @@ async function runHarvest(ctx: StageContext): Promise<StageOutcome> {
     shardDir: join(store.dir, "shards", "harvest"),
     python: config.sidecar.python,
     idleTimeoutMs: config.sidecar.idle_timeout_s * 1000,
-  });
+  }).finally(() => rm(datasetPath(ctx), { force: true }));
   const files = result.shards.feature_examples ?? [];
   if (files.length === 0) throw new StageError("harvest", "the sidecar returned no feature_examples table");
   const rows = await store.writeTable(

@@ -45,12 +45,17 @@ export interface StoreSettings {
  */
 export const TABLE_FORMAT = "FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE 2048";
 
-/** A view in run.duckdb over stage tables' views, made when every table it reads exists. */
+/**
+ * A table that a stage keeps as a query over stored tables (or other views) instead of storing it: stages read it
+ * through `RunStore.table` like any table, and run.duckdb holds it as a view. It exists when every table it reads
+ * exists.
+ */
 export interface DerivedView {
   readonly name: string;
-  /** The tables (by their view names) that `select` reads. */
+  /** The tables and views that `select` reads. */
   readonly tables: readonly string[];
-  readonly select: string;
+  /** The query, given how to name each of `tables` in SQL. */
+  select(from: (table: string) => string): string;
 }
 
 /**
@@ -58,6 +63,8 @@ export interface DerivedView {
  * Stage outputs live in Parquet rather than inside the database so each is replaced atomically by a rename.
  */
 export class RunStore {
+  private readonly views = new Map<string, DerivedView>();
+
   private constructor(
     readonly dir: string,
     private readonly instance: DuckDBInstance,
@@ -91,16 +98,28 @@ export class RunStore {
     return exists(join(dir, "run.duckdb"));
   }
 
+  /** The derived views that `table` and `refreshViews` know, in an order where each comes after those it reads. */
+  defineViews(views: readonly DerivedView[]): void {
+    this.views.clear();
+    for (const view of views) this.views.set(view.name, view);
+  }
+
+  /** Where a stored table's Parquet file is (a derived view has none). */
   tablePath(name: string): string {
+    if (this.views.has(name)) throw new Error(`${name} is a view over ${this.views.get(name)!.tables.join(", ")}, not a stored table`);
     return join(this.dir, "tables", `${name}.parquet`);
   }
 
-  /** `read_parquet('…')` of a stage table, for use in SQL. */
+  /** A stage table for use in SQL: `read_parquet('…')` of a stored one, the query of a derived view. */
   table(name: string): string {
+    const view = this.views.get(name);
+    if (view) return `(${view.select((t) => this.table(t))})`;
     return `read_parquet(${sqlString(this.tablePath(name))})`;
   }
 
   async hasTable(name: string): Promise<boolean> {
+    const view = this.views.get(name);
+    if (view) return (await Promise.all(view.tables.map((t) => this.hasTable(t)))).every(Boolean);
     return exists(this.tablePath(name));
   }
 
@@ -152,22 +171,27 @@ export class RunStore {
   }
 
   /**
-   * Views named after each stage table, so `duckdb run.duckdb` can query every table by name, and the stages'
-   * own views over them (those whose tables all exist).
+   * Views named after each stage table, so `duckdb run.duckdb` can query every table by name, and the derived
+   * views over them (those whose tables all exist; the others are dropped).
    */
-  async refreshViews(derived: readonly DerivedView[] = []): Promise<void> {
+  async refreshViews(): Promise<void> {
     const rows = await this.query(
       `SELECT file FROM glob(${sqlString(join(this.dir, "tables", "*.parquet"))})`,
     );
     const tables = new Set<string>();
     for (const { file } of rows) {
       const name = String(file).split("/").pop()!.replace(/\.parquet$/, "");
+      if (this.views.has(name)) continue; // a file from before the table became a view; the view wins
       tables.add(name);
       await this.run(`CREATE OR REPLACE VIEW ${sqlIdent(name)} AS SELECT * FROM read_parquet(${sqlString(String(file))})`);
     }
-    for (const view of derived) {
-      if (view.tables.every((t) => tables.has(t))) await this.run(`CREATE OR REPLACE VIEW ${sqlIdent(view.name)} AS ${view.select}`);
-      else await this.run(`DROP VIEW IF EXISTS ${sqlIdent(view.name)}`);
+    for (const view of this.views.values()) {
+      if (view.tables.every((t) => tables.has(t))) {
+        await this.run(`CREATE OR REPLACE VIEW ${sqlIdent(view.name)} AS ${view.select(sqlIdent)}`);
+        tables.add(view.name);
+      } else {
+        await this.run(`DROP VIEW IF EXISTS ${sqlIdent(view.name)}`);
+      }
     }
     await this.checkpoint();
   }
