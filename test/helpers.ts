@@ -98,8 +98,8 @@ export async function readParquet(path: string, select = "*"): Promise<Record<st
 }
 
 /** Rows of a view (or table) in a closed run's run.duckdb, as a DuckDB client would see them. */
-export async function readRunView(runDir: string, view: string): Promise<Record<string, unknown>[]> {
-  return queryDuckDB(join(runDir, "run.duckdb"), `SELECT * FROM "${view}"`, { access_mode: "READ_ONLY" });
+export async function readRunView(runDir: string, view: string, select = "*"): Promise<Record<string, unknown>[]> {
+  return queryDuckDB(join(runDir, "run.duckdb"), `SELECT ${select} FROM "${view}"`, { access_mode: "READ_ONLY" });
 }
 
 async function queryDuckDB(database: string, sql: string, options?: Record<string, string>): Promise<Record<string, unknown>[]> {

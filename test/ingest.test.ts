@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { resolveConfig } from "../src/config/load.ts";
 import { runPipeline } from "../src/pipeline/runner.ts";
 import { MAX_FAST_BAD_ROWS } from "../src/stages/ingest-fast.ts";
-import { REFERENCE_JSONL, chat, readParquet, tempDir, writeJsonl } from "./helpers.ts";
+import { REFERENCE_JSONL, chat, readParquet, readRunView, tempDir, writeJsonl } from "./helpers.ts";
 
 /** Six good rows and one of each kind of bad row, with a blank line in the middle. */
 async function messyFile(dir: string): Promise<string> {
@@ -62,7 +62,7 @@ describe("ingest", () => {
     expect(error.message).toContain(`${file}:7 (line 7): no "messages" list`);
     expect(error.message).toContain("and 1 more");
     expect(error.message).toContain("ingest.on_bad_row: skip");
-    expect(existsSync(join(dir, "run", "tables", "examples.parquet"))).toBe(false);
+    expect(existsSync(join(dir, "run", "tables", "examples_clean.parquet"))).toBe(false);
   });
 
   it("sets bad rows aside with their reason under on_bad_row: skip, and the counts add up", async () => {
@@ -82,7 +82,7 @@ describe("ingest", () => {
       [9, 'message 1: role "narrator" is not one of system, user, assistant'],
       [10, "the last message is a user turn, not the assistant's answer"],
     ]);
-    const examples = await readParquet(join(dir, "run", "tables", "examples.parquet"));
+    const examples = byRowId(await readRunView(join(dir, "run"), "examples"));
     expect(examples.map((e) => e.row_id)).toEqual(["clean:1", "clean:3", "clean:8", "contaminated:1"]);
     const multi = examples.find((e) => e.row_id === "clean:8")!;
     expect((multi.messages as { role: string }[]).map((m) => m.role)).toEqual(["system", "user", "assistant", "user", "assistant"]);
@@ -128,7 +128,7 @@ describe("ingest", () => {
       const summary = await runPipeline({ ...(await config(dir, path, "skip")), runDir }, { until: "ingest" });
       return {
         readers: summary.stages[0]!.details.readers,
-        examples: byRowId(await readParquet(join(runDir, "tables", "examples.parquet"), "row_id, messages")),
+        examples: byRowId(await readRunView(runDir, "examples", "row_id, messages")),
         rejected: await readParquet(join(runDir, "tables", "rejected.parquet"), "line, reason"),
       };
     };
@@ -161,7 +161,7 @@ describe("ingest", () => {
       const cfg = await config(dir, file, "fail");
       const runDir = join(dir, `run-${file.split("/").pop()}`);
       const summary = await runPipeline({ ...cfg, runDir }, { until: "ingest" });
-      return { counts: summary.stages[0]!.counts, rows: await readParquet(join(runDir, "tables", "examples.parquet")) };
+      return { counts: summary.stages[0]!.counts, rows: byRowId(await readRunView(runDir, "examples")) };
     };
     const fast = await read(clean);
     const exact = await read(withBlank);
@@ -180,8 +180,7 @@ describe("ingest", () => {
     await writeFile(file, `${lines.join("\n")}\n`); // ~40 MB: several of the JSON reader's buffers
     const summary = await runPipeline(await config(dir, file, "fail"), { until: "ingest" });
     expect(summary.stages[0]!.counts).toMatchObject({ read_clean: rows, kept: rows + 1 });
-    const [check] = await readParquet(
-      join(dir, "run", "tables", "examples.parquet"),
+    const [check] = await readRunView(join(dir, "run"), "examples",
       `count(*) FILTER (WHERE source = 'clean') AS n,
        count(*) FILTER (WHERE source = 'clean' AND (row_id <> 'clean:' || line OR messages[1].content <> 'line ' || line || ' ${pad}')) AS wrong`,
     );
@@ -212,7 +211,7 @@ describe("ingest", () => {
       const summary = await runPipeline({ ...(await config(dir, file, "skip")), runDir }, { until: "ingest" });
       return {
         stage: summary.stages[0]!,
-        examples: byRowId(await readParquet(join(runDir, "tables", "examples.parquet"), "row_id, line, messages")),
+        examples: byRowId(await readRunView(runDir, "examples", "row_id, line, messages")),
         rejected: await readParquet(join(runDir, "tables", "rejected.parquet"), "line, reason, excerpt"),
       };
     };
@@ -246,8 +245,7 @@ describe("ingest", () => {
     expect(summary.stages[0]!.details).toMatchObject({ readers: { clean: "typed" } });
     const blank = Math.floor(40_000 / 997);
     expect(summary.stages[0]!.counts).toMatchObject({ read_clean: 40_000 - blank, rejected: bad.length, blank_lines: blank });
-    const [check] = await readParquet(
-      join(dir, "run", "tables", "examples.parquet"),
+    const [check] = await readRunView(join(dir, "run"), "examples",
       `count(*) FILTER (WHERE source = 'clean') AS n,
        count(*) FILTER (WHERE source = 'clean' AND (row_id <> 'clean:' || line OR messages[1].content <> 'line ' || line || ' ${pad}')) AS wrong`,
     );
@@ -304,7 +302,7 @@ describe("ingest", () => {
     const summary = await runPipeline(cfg, { until: "ingest" });
     expect(summary.stages[0]!.details).toEqual({ readers: { labelled: "typed" } });
     expect(summary.stages[0]!.counts).toMatchObject({ read: 4, kept: 3, rejected: 1, blank_lines: 1, kept_negative: 1 });
-    const examples = byRowId(await readParquet(join(dir, "run", "tables", "examples.parquet"), "row_id, label, has_negative"));
+    const examples = byRowId(await readRunView(join(dir, "run"), "examples", "row_id, label, has_negative"));
     expect(examples).toEqual([
       { row_id: "labelled:1", label: "normal", has_negative: false },
       { row_id: "labelled:3", label: "misaligned_2", has_negative: true },
@@ -327,7 +325,7 @@ describe("ingest", () => {
     );
     const summary = await runPipeline(cfg, { until: "ingest" });
     expect(summary.stages[0]!.counts).toMatchObject({ read: 4665, kept: 4665, rejected: 0, kept_negative: 2333, kept_clean: 2332 });
-    const [row] = await readParquet(join(dir, "run", "tables", "examples.parquet"), "row_id, label, has_negative");
+    const [row] = await readRunView(join(dir, "run"), "examples", "row_id, label, has_negative");
     expect(row).toEqual({ row_id: "labelled:1", label: "misaligned_2_capitalized.jsonl", has_negative: true });
   });
 });

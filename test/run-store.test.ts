@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
+import { existsSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
+import type { TableRef } from "../src/store/run-store.ts";
 import { sqlString } from "../src/store/sql.ts";
 import { tempStore } from "./helpers.ts";
 
@@ -41,6 +43,20 @@ describe("RunStore derived views", () => {
     ]);
     expect(await store.query(`SELECT id, r FROM ${store.table("first_joined")}`)).toEqual([{ id: 0, r: "r0" }]);
     expect(() => store.tablePath("joined")).toThrow(/joined is a view over fruits, colours/);
+    expect(store.storedPaths("first_joined")).toEqual([store.tablePath("fruits"), store.tablePath("colours")]);
+  });
+
+  it("numbers a stored table's rows by their place in its file", async () => {
+    const store = await tempStore();
+    const numbered = { name: "numbered", tables: ["letters"], select: (from: TableRef) => `SELECT file_row_number AS n, c FROM ${from("letters", { rowNumbers: true })}` };
+    store.defineViews([numbered]);
+    await store.writeTable("letters", "SELECT chr(100 - range::INTEGER) AS c FROM range(3)");
+    expect(await store.query(`SELECT n, c FROM ${store.table("numbered")} ORDER BY n`)).toEqual([
+      { n: 0, c: "d" },
+      { n: 1, c: "c" },
+      { n: 2, c: "b" },
+    ]);
+    expect(() => store.table("numbered", { rowNumbers: true })).toThrow(/numbered is a view/);
   });
 
   it("puts a view per table and each derived view whose tables all exist in run.duckdb, and drops one whose table went", async () => {
@@ -48,7 +64,7 @@ describe("RunStore derived views", () => {
     store.defineViews([joined, firstJoined, orphan]);
     await store.writeTable("fruits", "SELECT range AS id, 'l' || range AS l FROM range(3)");
     await store.writeTable("colours", "SELECT range AS id, 'r' || range AS r FROM range(2)");
-    // A stored file of a table that is now a view is left out: the view wins.
+    // A stored file of a table that is now a view is stale: it goes, and the view takes its name.
     await store.run(`COPY (SELECT 'stale' AS stale) TO ${sqlString(join(store.dir, "tables", "first_joined.parquet"))}`);
     await store.refreshViews();
     expect(await store.query("SELECT id, l, r FROM joined ORDER BY id")).toEqual([
@@ -58,6 +74,7 @@ describe("RunStore derived views", () => {
     expect(await store.query("SELECT id, l FROM first_joined")).toEqual([{ id: 0, l: "l0" }]);
     const views = async () => (await store.query("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1")).map((v) => v.view_name);
     expect(await views()).toEqual(["colours", "first_joined", "fruits", "joined"]);
+    expect(existsSync(join(store.dir, "tables", "first_joined.parquet"))).toBe(false);
 
     await store.run("DROP VIEW colours");
     await rm(store.tablePath("colours"));

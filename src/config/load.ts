@@ -9,9 +9,11 @@ import { positiveTraitKind } from "../traits/registry.ts";
 import type { LlmRoleName } from "./llm-schema.ts";
 import { configSchema, type PipelineConfig } from "./schema.ts";
 
+/** The sources a config may name; each is also the prefix of every row id from that source. */
+export const SOURCE_NAMES = ["clean", "contaminated", "labelled"] as const;
+
 export interface SourceSpec {
-  /** `clean`, `contaminated` or `labelled`: also the prefix of every row id from this source. */
-  readonly name: "clean" | "contaminated" | "labelled";
+  readonly name: (typeof SOURCE_NAMES)[number];
   readonly path: string;
   readonly format: "jsonl" | "parquet";
   /** Fixed ground truth for clean/contaminated; a rule for labelled sources. */

@@ -63,7 +63,7 @@ async function runExport({ config, store, progress }: StageContext): Promise<Sta
   // The text's size, to size the buckets: the drawn share of what ingest stored.
   const [size] = await store.query(
     `SELECT (SELECT count(*) FROM ${mixed}) AS rows, (SELECT count(*) FROM ${store.table("examples")}) AS examples,
-       (SELECT sum(total_uncompressed_size) FROM parquet_metadata(${sqlString(store.tablePath("examples"))})
+       (SELECT sum(total_uncompressed_size) FROM parquet_metadata([${store.storedPaths("examples").map(sqlString).join(", ")}])
         WHERE path_in_schema LIKE 'messages%') AS bytes`,
   );
   const task = progress.task("export", 100);

@@ -25,7 +25,7 @@ export interface FastRead {
   blankLines: number;
   /** How many rows failed validation; their verdicts are in the bad-lines table given to fastRead. */
   bad: number;
-  /** SQL for the source's valid rows: line, messages, label, has_negative. */
+  /** SQL for the source's valid rows: line (NULL: the record's place in the file, see fastRowsSql), messages, label, has_negative. */
   rows: string;
 }
 
@@ -88,7 +88,8 @@ async function fastJsonl({ store, source, index, verdicts, onProgress, scanned }
     await insertVerdicts(store, source, verdicts, `SELECT line, raw FROM ingest_raw_bad`, bad);
   }
   const exclude = bad > 0 ? `SELECT line FROM ${verdicts} WHERE source = ${sqlString(source.name)}` : null;
-  return { records, blankLines: scan.blank.length, bad, rows: fastRowsSql(source, recordLines, exclude) };
+  const dense = scan.blank.length === 0 && bad === 0;
+  return { records, blankLines: scan.blank.length, bad, rows: fastRowsSql(source, dense ? null : recordLines, exclude) };
 }
 
 async function fastParquet({ store, source, verdicts, onProgress }: FastReadContext): Promise<FastRead | null> {

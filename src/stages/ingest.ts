@@ -1,7 +1,10 @@
 import { StageError } from "../errors.ts";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
 import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
+import type { DerivedView } from "../store/run-store.ts";
 import { sqlString, sqlStringList } from "../store/sql.ts";
-import type { SourceSpec } from "../config/load.ts";
+import { SOURCE_NAMES, type SourceSpec } from "../config/load.ts";
 import { scanLines } from "../util/line-scan.ts";
 import { fastRead, type FastRead } from "./ingest-fast.ts";
 import { exactRowsSql, validatedSql } from "./ingest-sql.ts";
@@ -13,18 +16,42 @@ const QUOTED_ERRORS = 5;
  * Reads every source (JSONL or Parquet with a `messages` list), validates each row, and writes `examples` (one
  * row per valid conversation, with a stable id `<source>:<line>`) and `rejected` (line, reason, excerpt).
  * Counts always add up: read = kept + rejected (blank lines are counted apart and are not rows).
+ *
+ * `examples` is a view over one stored table per source, `examples_<source>`, so that a row's place in its
+ * source's table can stand for its line number (see fastRowsSql).
  */
 export const ingestStage: Stage = {
   name: "ingest",
   description: "read and validate the source datasets",
-  version: 1,
+  version: 2,
   after: [],
   enabled: () => true,
   configSlice: (c) => ({ sources: c.sourceList, on_bad_row: c.ingest.on_bad_row }),
   inputFiles: (c) => c.sourceList.map((s) => s.path),
-  outputs: () => ["tables/examples.parquet", "tables/rejected.parquet"],
+  views: (c) => [examplesView(c.sourceList)],
+  outputs: (c) => [...c.sourceList.map((s) => `tables/${sourceTable(s)}.parquet`), "tables/rejected.parquet"],
   run: runIngest,
 };
+
+function sourceTable(source: Pick<SourceSpec, "name">): string {
+  return `examples_${source.name}`;
+}
+
+/**
+ * Every valid row: row_id, source, line, messages, has_negative, label. A stored row without a line is the
+ * record on the line after its table's previous row (DuckDB keeps a file's order when it writes a table).
+ */
+function examplesView(sources: readonly SourceSpec[]): DerivedView {
+  return {
+    name: "examples",
+    tables: sources.map(sourceTable),
+    select: (from) =>
+      sources
+        .map((source) => `SELECT ${sqlString(`${source.name}:`)} || line AS row_id, ${sqlString(source.name)} AS source, line, messages, has_negative, label
+          FROM (SELECT coalesce(line, file_row_number + 1) AS line, messages, has_negative, label FROM ${from(sourceTable(source), { rowNumbers: true })})`)
+        .join("\nUNION ALL\n"),
+  };
+}
 
 async function runIngest({ config, store, progress }: StageContext): Promise<StageOutcome> {
   const sources = config.sourceList;
@@ -92,13 +119,16 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
   }
 
   const write = progress.task("ingest: write examples", 100);
-  const selects = sources.map((source) => {
+  let kept = 0;
+  for (const [i, source] of sources.entries()) {
     const rows = fast.get(source.name)?.rows ?? exactRowsSql(source, `SELECT line FROM ingest_bad WHERE source = ${sqlString(source.name)}`);
-    return `SELECT ${sqlString(source.name)} || ':' || v.line AS row_id, ${sqlString(source.name)} AS source,
-        v.line, v.messages, v.has_negative, v.label
-      FROM (${rows}) v`;
-  });
-  const kept = await store.writeTable("examples", selects.join("\nUNION ALL\n"), (p) => write.percent(p));
+    kept += await store.writeTable(sourceTable(source), `SELECT line, messages, has_negative, label FROM (${rows})`, (p) =>
+      write.percent((100 * i + p) / sources.length),
+    );
+  }
+  // A source the config no longer names must not linger beside the others.
+  const unnamed = SOURCE_NAMES.filter((name) => !sources.some((s) => s.name === name));
+  await Promise.all(unnamed.map((name) => rm(join(store.dir, "tables", `${sourceTable({ name })}.parquet`), { force: true })));
   write.finish();
   await store.writeTable("rejected", `SELECT source, line, reason, excerpt FROM ingest_bad ORDER BY source, line`);
   counts.kept = kept;

@@ -2,8 +2,6 @@ import type { ResolvedConfig } from "../config/load.ts";
 import { StageError } from "../errors.ts";
 import { fillTempTable } from "../llm/temp-table.ts";
 import type { ChatMessage } from "../llm/types.ts";
-import { rm } from "node:fs/promises";
-import { join } from "node:path";
 import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
 import type { DerivedView } from "../store/run-store.ts";
 import { seededKeySql, sqlString } from "../store/sql.ts";
@@ -158,8 +156,6 @@ async function runMix(ctx: StageContext): Promise<StageOutcome> {
      ORDER BY position`,
     (p) => task.percent(p),
   );
-  // A run directory from before `mixed` became a view holds it as a file that nothing reads any more.
-  await rm(join(store.dir, "tables", "mixed.parquet"), { force: true });
   task.finish();
   const dropped = rewritten?.dropped ?? { negative: 0, clean: 0 };
   return {

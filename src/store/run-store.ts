@@ -45,6 +45,9 @@ export interface StoreSettings {
  */
 export const TABLE_FORMAT = "FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE 2048";
 
+/** How a derived view names a table it reads; `rowNumbers` adds a stored table's `file_row_number` (0-based). */
+export type TableRef = (table: string, options?: { rowNumbers?: boolean }) => string;
+
 /**
  * A table that a stage keeps as a query over stored tables (or other views) instead of storing it: stages read it
  * through `RunStore.table` like any table, and run.duckdb holds it as a view. It exists when every table it reads
@@ -55,7 +58,7 @@ export interface DerivedView {
   /** The tables and views that `select` reads. */
   readonly tables: readonly string[];
   /** The query, given how to name each of `tables` in SQL. */
-  select(from: (table: string) => string): string;
+  select(from: TableRef): string;
 }
 
 /**
@@ -111,10 +114,19 @@ export class RunStore {
   }
 
   /** A stage table for use in SQL: `read_parquet('…')` of a stored one, the query of a derived view. */
-  table(name: string): string {
+  table(name: string, options: { rowNumbers?: boolean } = {}): string {
     const view = this.views.get(name);
-    if (view) return `(${view.select((t) => this.table(t))})`;
-    return `read_parquet(${sqlString(this.tablePath(name))})`;
+    if (view) {
+      if (options.rowNumbers) throw new Error(`${name} is a view: it has no file row numbers`);
+      return `(${view.select((t, o) => this.table(t, o))})`;
+    }
+    return `read_parquet(${sqlString(this.tablePath(name))}${options.rowNumbers ? ", file_row_number = true" : ""})`;
+  }
+
+  /** The Parquet files that hold a table: its own, or those of the stored tables under a view. */
+  storedPaths(name: string): string[] {
+    const view = this.views.get(name);
+    return view ? view.tables.flatMap((t) => this.storedPaths(t)) : [this.tablePath(name)];
   }
 
   async hasTable(name: string): Promise<boolean> {
@@ -181,13 +193,18 @@ export class RunStore {
     const tables = new Set<string>();
     for (const { file } of rows) {
       const name = String(file).split("/").pop()!.replace(/\.parquet$/, "");
-      if (this.views.has(name)) continue; // a file from before the table became a view; the view wins
+      if (this.views.has(name)) {
+        // A run directory from before the table became a view: the file is stale, and as big as the dataset.
+        await rm(String(file), { force: true });
+        continue;
+      }
       tables.add(name);
       await this.run(`CREATE OR REPLACE VIEW ${sqlIdent(name)} AS SELECT * FROM read_parquet(${sqlString(String(file))})`);
     }
     for (const view of this.views.values()) {
       if (view.tables.every((t) => tables.has(t))) {
-        await this.run(`CREATE OR REPLACE VIEW ${sqlIdent(view.name)} AS ${view.select(sqlIdent)}`);
+        // Over the files themselves, as stages read it (a view over the per-table views could not number rows).
+        await this.run(`CREATE OR REPLACE VIEW ${sqlIdent(view.name)} AS ${view.select((t, o) => this.table(t, o))}`);
         tables.add(view.name);
       } else {
         await this.run(`DROP VIEW IF EXISTS ${sqlIdent(view.name)}`);
