@@ -200,6 +200,8 @@ interface PipelineRun extends Timed {
 
 function runPipelineChild(input: string, runDir: string): PipelineRun {
   const child = spawnSync(process.execPath, ["--import", "tsx", join(here, "mix-child.ts"), input, runDir], {
+    // The thread pool the CLI gives itself (bin/inoculant.cjs), unless the caller sets one.
+    env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? "16" },
     encoding: "utf8",
     stdio: ["ignore", "pipe", "inherit"],
   });

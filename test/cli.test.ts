@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { REPO, tempDir, writeJsonl, writeSources } from "./helpers.ts";
 
 function cli(args: string[], cwd: string) {
-  const r = spawnSync(process.execPath, [join(REPO, "bin", "inoculant.js"), ...args], { cwd, encoding: "utf8" });
+  const r = spawnSync(process.execPath, [join(REPO, "bin", "inoculant.cjs"), ...args], { cwd, encoding: "utf8" });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

@@ -9,7 +9,7 @@ import { startLlmServer, type LlmServer } from "./llm-server.ts";
 /** Asynchronous, so the test server in this process can answer the CLI's requests. */
 async function cli(args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [join(REPO, "bin", "inoculant.js"), ...args], { cwd, encoding: "utf8" });
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [join(REPO, "bin", "inoculant.cjs"), ...args], { cwd, encoding: "utf8" });
     return { code: 0, stdout, stderr };
   } catch (error) {
     const e = error as { code: number; stdout: string; stderr: string };

@@ -50,7 +50,7 @@ describe("inoculant doctor", () => {
       `name: doc\nsources: { clean: { path: clean.jsonl }, contaminated: { path: contaminated.jsonl } }\ninoculation: { prompt: x }\n` +
         `llm:\n  judge: { model: test-model, base_url: "${config.llm.judge!.base_url}" }\n`,
     );
-    const r = spawnSync(process.execPath, [join(REPO, "bin", "inoculant.js"), "doctor", "pipeline.yaml"], { cwd: dir, encoding: "utf8" });
+    const r = spawnSync(process.execPath, [join(REPO, "bin", "inoculant.cjs"), "doctor", "pipeline.yaml"], { cwd: dir, encoding: "utf8" });
     expect(r.status).toBe(1);
     expect(r.stdout).toMatch(/^llm\.judge: test-model at http:\/\/127\.0\.0\.1:\d+\/v1\n  ok  key: no key configured/);
     expect(r.stdout).toMatch(/BAD reachable: cannot connect to .*\n      fix: start the server, or correct llm\.judge\.base_url/);

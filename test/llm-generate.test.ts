@@ -134,7 +134,7 @@ llm:
   generator: { model: test-model, base_url: "${s.url}", concurrency: ${concurrency}, timeout_s: 5 }
 `,
     );
-    const child = spawn(process.execPath, [join(REPO, "bin", "inoculant.js"), "generate", "pipeline.yaml", "--json"], { cwd: dir, stdio: "ignore" });
+    const child = spawn(process.execPath, [join(REPO, "bin", "inoculant.cjs"), "generate", "pipeline.yaml", "--json"], { cwd: dir, stdio: "ignore" });
     const exited = new Promise((resolve) => child.on("exit", resolve));
     s.onAnswered = (n) => {
       if (n === 15) child.kill("SIGKILL");

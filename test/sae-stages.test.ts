@@ -108,7 +108,7 @@ describe("SAE stages (planted signal, CPU sidecar)", () => {
     const configPath = join(config.runDir, "..", "pipeline.json");
     await writeFile(configPath, JSON.stringify(userConfig(config)));
     // Run the CLI in its own process group, and kill the whole group (CLI and sidecar) after the first shard.
-    const child = spawn(process.execPath, [join(REPO, "bin", "inoculant.js"), "activations", configPath, "--run-dir", config.runDir], { detached: true, stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn(process.execPath, [join(REPO, "bin", "inoculant.cjs"), "activations", configPath, "--run-dir", config.runDir], { detached: true, stdio: ["ignore", "ignore", "pipe"] });
     let childErr = "";
     child.stderr!.on("data", (d) => (childErr += String(d)));
     const cache = join(config.runDir, "cache", "activations");

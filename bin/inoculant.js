@@ -1,6 +1,0 @@
-#!/usr/bin/env node
-// The CLI is TypeScript run through tsx's loader, so there is no build step to forget.
-import { register } from "tsx/esm/api";
-
-register();
-await import("../src/cli.ts");
