@@ -1,6 +1,5 @@
 import { StageError } from "../errors.ts";
 import { rm } from "node:fs/promises";
-import { join } from "node:path";
 import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
 import type { DerivedView } from "../store/run-store.ts";
 import { sqlString, sqlStringList } from "../store/sql.ts";
@@ -128,7 +127,7 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
   }
   // A source the config no longer names must not linger beside the others.
   const unnamed = SOURCE_NAMES.filter((name) => !sources.some((s) => s.name === name));
-  await Promise.all(unnamed.map((name) => rm(join(store.dir, "tables", `${sourceTable({ name })}.parquet`), { force: true })));
+  await Promise.all(unnamed.map((name) => rm(store.tablePath(sourceTable({ name })), { force: true })));
   write.finish();
   await store.writeTable("rejected", `SELECT source, line, reason, excerpt FROM ingest_bad ORDER BY source, line`);
   counts.kept = kept;
