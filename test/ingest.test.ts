@@ -227,6 +227,60 @@ describe("ingest", () => {
     expect(fast.rejected[1]).toEqual({ line: 4, reason: 'message 2: "content" is a number, not a string', excerpt: JSON.stringify(lines[3]) });
   });
 
+  it("tells string contents that read as JSON from contents that are not strings, as the line-by-line validator does", async () => {
+    const dir = await tempDir();
+    // Strings whose text is valid JSON, and values that are not strings: read as text, both look alike.
+    const looksLikeJson = ["42", "true", "null", '{"a": 1}', "[1, 2]", "NaN", " 7", ""];
+    const strings = looksLikeJson.map((answer, i) => chat(`q${i}`, answer));
+    const notStrings = ["5", "-1.5e3", "true", '{"a": 1}', "[1]", "null", "NaN", "Infinity"].map(
+      (value, i) => `{"messages": [{"role": "user", "content": "q${i}"}, {"role": "assistant", "content": ${value}}]}`,
+    );
+    const read = async (name: string, lines: (string | object)[], onBadRow: "fail" | "skip") => {
+      const file = await writeJsonl(join(dir, name), lines);
+      const runDir = join(dir, `run-${name}`);
+      const summary = await runPipeline({ ...(await config(dir, file, onBadRow)), runDir }, { until: "ingest" }).catch((e: Error) => e);
+      if (summary instanceof Error) return { error: summary.message, runDir };
+      return {
+        readers: summary.stages[0]!.details.readers,
+        counts: summary.stages[0]!.counts,
+        examples: byRowId(await readRunView(runDir, "examples", "row_id, line, messages")),
+        rejected: await readParquet(join(runDir, "tables", "rejected.parquet"), "line, reason"),
+      };
+    };
+    // A line holding a tab makes the validator read the whole file line by line (see the test above).
+    const typedStrings = await read("strings.jsonl", strings, "fail");
+    const exactStrings = await read("strings-exact.jsonl", [...strings, "\t"], "skip");
+    expect(typedStrings).toMatchObject({ readers: { clean: "typed" }, counts: { read: 9, kept: 9, rejected: 0 } });
+    expect(exactStrings).toMatchObject({ readers: { clean: "line by line" }, counts: { kept: 9, rejected: 1 } });
+    const answers = (r: { examples?: Record<string, unknown>[] }) =>
+      r.examples!.filter((e) => String(e.row_id).startsWith("clean:")).map((e) => (e.messages as { content: string }[])[1]!.content);
+    expect(answers(typedStrings).sort()).toEqual([...looksLikeJson].sort());
+    expect(typedStrings.examples).toEqual(exactStrings.examples);
+
+    // One file per value, so that no row the check settles anyway hides another.
+    const exactValues = await read("values-exact.jsonl", [...notStrings, "\t"], "skip");
+    expect(exactValues.rejected!.map((r) => r.reason)).toEqual([
+      ...Array(2).fill('message 2: "content" is a number, not a string'),
+      'message 2: "content" is a boolean, not a string',
+      'message 2: "content" is an object, not a string',
+      'message 2: "content" is a list, not a string',
+      'message 2: "content" is null, not a string',
+      ...Array(2).fill('message 2: "content" is a number, not a string'),
+      "malformed JSON",
+    ]);
+    for (const [i, line] of notStrings.entries()) {
+      const typed = await read(`value-${i}.jsonl`, [strings[0]!, line], "skip");
+      expect(typed).toMatchObject({ readers: { clean: "typed" }, counts: { read: 3, kept: 2, rejected: 1 } });
+      expect(typed.rejected).toEqual([{ line: 2, reason: exactValues.rejected![i]!.reason }]);
+    }
+
+    // Failing, the typed reads leave no table of rows behind, neither of the bad source nor of the good one.
+    const failed = await read("values-fail.jsonl", notStrings, "fail");
+    expect(failed).toMatchObject({ error: expect.stringContaining("values-fail.jsonl:1 (line 1): message 2") });
+    expect(existsSync(join(failed.runDir!, "tables", "examples_clean.parquet"))).toBe(false);
+    expect(existsSync(join(failed.runDir!, "tables", "examples_contaminated.parquet"))).toBe(false);
+  });
+
   it("numbers rows past blank lines and bad rows on a file read in parallel", async () => {
     const dir = await tempDir();
     const pad = "x".repeat(900);

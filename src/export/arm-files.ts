@@ -169,7 +169,9 @@ class FileSink implements BucketSink {
   private removed: Promise<void> = Promise.resolve();
   private constructor(private readonly writer: SequentialFileWriter) {}
   static async create(path: string): Promise<FileSink> {
-    return new FileSink(await SequentialFileWriter.create(path, { bufferBytes: 1 << 20, buffers: 2 }));
+    // Three buffers, so that one is free while two are on their way to disk. With two, every bucket whose last
+    // write was still in flight made the scatter wait: 2.1-2.4 s of a 7.6-8.9 s scatter at 1M rows, against 0.03 s.
+    return new FileSink(await SequentialFileWriter.create(path, { bufferBytes: 1 << 20, buffers: 3 }));
   }
   put(bytes: Buffer, start: number, end: number): void {
     this.writer.put(bytes, start, end);

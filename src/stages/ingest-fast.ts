@@ -7,6 +7,7 @@ import {
   fastBadLinesSql,
   fastCheckSql,
   fastRowsSql,
+  oneReadRowsSql,
   parquetBadLinesSql,
   parquetCheckSql,
   parquetRowsSql,
@@ -25,8 +26,11 @@ export interface FastRead {
   blankLines: number;
   /** How many rows failed validation; their verdicts are in the bad-lines table given to fastRead. */
   bad: number;
-  /** SQL for the source's valid rows: line (NULL: the record's place in the file, see fastRowsSql), messages, label, has_negative. */
-  rows: string;
+  /**
+   * SQL for the source's valid rows (line, messages, label, has_negative), or null where the read already wrote
+   * them to the context's `table` (see oneReadRowsSql).
+   */
+  rows: string | null;
 }
 
 /** What a fast read needs: the store, the source (and its index among the sources), where verdicts go. */
@@ -36,8 +40,10 @@ export interface FastReadContext {
   index: number;
   /** The table the exact validator's verdicts on bad rows are inserted into. */
   verdicts: string;
+  /** The stored table of the source's rows, which a JSONL read may write as it goes (see FastRead.rows). */
+  table: string;
   onProgress: (percent: number) => void;
-  /** The scan of a JSONL source's lines, started by the caller so that it runs while DuckDB checks the records. */
+  /** The scan of a JSONL source's lines, started by the caller so that it runs while DuckDB reads the records. */
   scanned: Promise<LineScan> | null;
 }
 
@@ -52,20 +58,30 @@ export async function fastRead(ctx: FastReadContext): Promise<FastRead | null> {
   return ctx.source.format === "jsonl" ? fastJsonl(ctx) : fastParquet(ctx);
 }
 
-async function fastJsonl({ store, source, index, verdicts, onProgress, scanned }: FastReadContext): Promise<FastRead | null> {
-  let check: Record<string, unknown> | undefined;
+async function fastJsonl({ store, source, index, verdicts, table, onProgress, scanned }: FastReadContext): Promise<FastRead | null> {
+  // Most files are clean: one read writes the rows and says whether it can vouch for all of them.
   try {
-    [check] = await store.runWithProgress(fastCheckSql(source), onProgress);
+    await store.writeTable(table, oneReadRowsSql(source), onProgress);
   } catch {
     // Malformed JSON somewhere, or a shape the typed reader cannot hold: the exact validator will say where.
     return null;
   }
+  const [read] = await store.query(
+    `SELECT count(*) AS records, count(*) FILTER (WHERE NOT typed_check) AS unsure FROM ${store.table(table)}`,
+  );
   const scan = await scanned!;
-  const records = Number(check?.records);
-  const bad = Number(check?.bad);
+  const records = Number(read?.records);
   // read_json skips blank lines, so each record is a non-blank line, in order; anything else means the two
   // readers do not see the same lines.
   if (scan.irregular !== null || records + scan.blank.length !== scan.lines) return null;
+  const dense = scan.blank.length === 0;
+  if (dense && Number(read?.unsure) === 0) return { records, blankLines: 0, bad: 0, rows: null };
+
+  const [check] = await store.runWithProgress(fastCheckSql(source));
+  const bad = Number(check?.bad);
+  if (Number(check?.records) !== records) throw new Error(`ingest: ${source.path}: ${records} records read once, ${Number(check?.records)} checked`);
+  // The rows written are the right ones when none was bad and each is on the line after the one before.
+  if (dense && bad === 0) return { records, blankLines: 0, bad: 0, rows: null };
   // The bad rows' text is fetched in Node for the exact validator; past a few thousand (a whole file in another
   // format, say) the line-by-line validator, which keeps everything in DuckDB, is the better way.
   if (bad > MAX_FAST_BAD_ROWS) return null;
@@ -88,8 +104,7 @@ async function fastJsonl({ store, source, index, verdicts, onProgress, scanned }
     await insertVerdicts(store, source, verdicts, `SELECT line, raw FROM ingest_raw_bad`, bad);
   }
   const exclude = bad > 0 ? `SELECT line FROM ${verdicts} WHERE source = ${sqlString(source.name)}` : null;
-  const dense = scan.blank.length === 0 && bad === 0;
-  return { records, blankLines: scan.blank.length, bad, rows: fastRowsSql(source, dense ? null : recordLines, exclude) };
+  return { records, blankLines: scan.blank.length, bad, rows: fastRowsSql(source, recordLines, exclude) };
 }
 
 async function fastParquet({ store, source, verdicts, onProgress }: FastReadContext): Promise<FastRead | null> {

@@ -17,7 +17,7 @@ const QUOTED_ERRORS = 5;
  * Counts always add up: read = kept + rejected (blank lines are counted apart and are not rows).
  *
  * `examples` is a view over one stored table per source, `examples_<source>`, so that a row's place in its
- * source's table can stand for its line number (see fastRowsSql).
+ * source's table can stand for its line number (see oneReadRowsSql).
  */
 export const ingestStage: Stage = {
   name: "ingest",
@@ -68,7 +68,7 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
     const onProgress = (p: number) => check.percent((100 * i + p) / sources.length);
     const scanned = source.format === "jsonl" ? scanLines(source.path) : null;
     scanned?.catch(() => undefined); // awaited where it is needed; an error surfaces there
-    const read = await fastRead({ store, source, index: i, verdicts: "ingest_lines", onProgress, scanned });
+    const read = await fastRead({ store, source, index: i, verdicts: "ingest_lines", table: sourceTable(source), onProgress, scanned });
     if (read !== null) {
       fast.set(source.name, read);
       counts[`read_${source.name}`] = read.records;
@@ -110,6 +110,8 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
       .slice(0, QUOTED_ERRORS)
       .map((b) => `  ${pathOf(b.source)}:${b.line} (${unit(b.source)} ${b.line}): ${b.reason}`);
     const more = bad.length > QUOTED_ERRORS ? `\n  … and ${bad.length - QUOTED_ERRORS} more` : "";
+    // A fast read writes its source's table as it checks; a failed ingest leaves none that looks whole.
+    await Promise.all(sources.map((s) => rm(store.tablePath(sourceTable(s)), { force: true })));
     throw new StageError(
       "ingest",
       `${bad.length} bad row${bad.length > 1 ? "s" : ""}:\n${quoted.join("\n")}${more}\n` +
@@ -120,7 +122,12 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
   const write = progress.task("ingest: write examples", 100);
   let kept = 0;
   for (const [i, source] of sources.entries()) {
-    const rows = fast.get(source.name)?.rows ?? exactRowsSql(source, `SELECT line FROM ingest_bad WHERE source = ${sqlString(source.name)}`);
+    const read = fast.get(source.name);
+    if (read?.rows === null) {
+      kept += read.records; // written as it was read
+      continue;
+    }
+    const rows = read?.rows ?? exactRowsSql(source, `SELECT line FROM ingest_bad WHERE source = ${sqlString(source.name)}`);
     kept += await store.writeTable(sourceTable(source), `SELECT line, messages, has_negative, label FROM (${rows})`, (p) =>
       write.percent((100 * i + p) / sources.length),
     );
