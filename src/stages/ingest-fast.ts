@@ -75,7 +75,20 @@ async function fastJsonl({ store, source, index, verdicts, table, onProgress, sc
   // readers do not see the same lines.
   if (scan.irregular !== null || records + scan.blank.length !== scan.lines) return null;
   const dense = scan.blank.length === 0;
-  if (dense && Number(read?.unsure) === 0) return { records, blankLines: 0, bad: 0, rows: null };
+  const unsure = Number(read?.unsure);
+  if (dense && unsure === 0) return { records, blankLines: 0, bad: 0, rows: null };
+  if (dense && unsure <= MAX_FAST_BAD_ROWS) {
+    // Each record is on its row's line, so the rows the read could not vouch for are found in what it wrote.
+    const bad = await settleUnsure(store, source, table, verdicts);
+    if (bad === 0) return { records, blankLines: 0, bad: 0, rows: null };
+    if (bad !== null) {
+      // Reading back what was written costs less than reading the JSON again (measured at 1M rows with one bad
+      // row: 12 s for the whole ingest, against 22 s).
+      const rows = `SELECT file_row_number + 1 AS line, messages, has_negative, label FROM ${store.table(table, { rowNumbers: true })}
+        WHERE file_row_number + 1 NOT IN (SELECT line FROM ${verdicts} WHERE source = ${sqlString(source.name)})`;
+      return { records, blankLines: 0, bad, rows };
+    }
+  }
 
   const [check] = await store.runWithProgress(fastCheckSql(source));
   const bad = Number(check?.bad);
@@ -121,6 +134,24 @@ async function fastParquet({ store, source, verdicts, onProgress }: FastReadCont
   const bad = Number(check?.bad);
   if (bad > 0) await insertVerdicts(store, source, verdicts, parquetBadLinesSql(source), bad);
   return { records, blankLines: 0, bad, rows: parquetRowsSql(source) };
+}
+
+/**
+ * Runs the exact validator over the rows of a densely written JSONL `table` that the one read could not vouch
+ * for, and stores the verdicts on those it rejects. Returns how many it rejects, or null when their text is too
+ * big to fetch.
+ */
+async function settleUnsure(store: RunStore, source: SourceSpec, table: string, verdicts: string): Promise<number | null> {
+  const lines = (
+    await store.query(`SELECT file_row_number + 1 AS line FROM ${store.table(table, { rowNumbers: true })} WHERE NOT typed_check ORDER BY line`)
+  ).map((r) => Number(r.line));
+  const raw = await readLinesAt(source.path, lines, MAX_FAST_BAD_BYTES);
+  if (raw === null) return null;
+  await fillTempTable(store, "ingest_raw_unsure", { line: "INTEGER", raw: "VARCHAR" }, lines.map((line, i) => [line, raw[i]!]));
+  await store.run(`INSERT INTO ${verdicts} SELECT ${sqlString(source.name)}, line, blank, reason, left(raw, 200)
+    FROM (${validatedSql(source, "SELECT line, raw FROM ingest_raw_unsure")}) WHERE reason IS NOT NULL`);
+  const [row] = await store.query(`SELECT count(*) AS bad FROM ${verdicts} WHERE source = ${sqlString(source.name)}`);
+  return Number(row?.bad);
 }
 
 /** Runs the exact validator over the bad rows' (line, raw) and stores its verdicts; each must name a reason. */
