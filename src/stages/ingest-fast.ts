@@ -148,20 +148,24 @@ async function settleUnsure(store: RunStore, source: SourceSpec, table: string, 
   const raw = await readLinesAt(source.path, lines, MAX_FAST_BAD_BYTES);
   if (raw === null) return null;
   await fillTempTable(store, "ingest_raw_unsure", { line: "INTEGER", raw: "VARCHAR" }, lines.map((line, i) => [line, raw[i]!]));
-  await store.run(`INSERT INTO ${verdicts} SELECT ${sqlString(source.name)}, line, blank, reason, left(raw, 200)
-    FROM (${validatedSql(source, "SELECT line, raw FROM ingest_raw_unsure")}) WHERE reason IS NOT NULL`);
-  const [row] = await store.query(`SELECT count(*) AS bad FROM ${verdicts} WHERE source = ${sqlString(source.name)}`);
-  return Number(row?.bad);
+  return insertRejections(store, source, verdicts, "SELECT line, raw FROM ingest_raw_unsure");
 }
 
 /** Runs the exact validator over the bad rows' (line, raw) and stores its verdicts; each must name a reason. */
 async function insertVerdicts(store: RunStore, source: SourceSpec, verdicts: string, lines: string, bad: number): Promise<void> {
-  await store.run(`INSERT INTO ${verdicts} SELECT ${sqlString(source.name)}, line, blank, reason, left(raw, 200)
-    FROM (${validatedSql(source, lines)})`);
-  const [row] = await store.query(
-    `SELECT count(*) FILTER (WHERE reason IS NOT NULL) AS explained FROM ${verdicts} WHERE source = ${sqlString(source.name)}`,
-  );
-  if (Number(row?.explained) !== bad) {
-    throw new Error(`ingest: ${source.path}: the fast check found ${bad} bad rows, the exact validator explained ${Number(row?.explained)}`);
+  const explained = await insertRejections(store, source, verdicts, lines);
+  if (explained !== bad) {
+    throw new Error(`ingest: ${source.path}: the fast check found ${bad} bad rows, the exact validator explained ${explained}`);
   }
+}
+
+/**
+ * Runs the exact validator over (line, raw) rows and stores the verdicts on those it rejects; returns how many
+ * the source has rejected so far.
+ */
+async function insertRejections(store: RunStore, source: SourceSpec, verdicts: string, lines: string): Promise<number> {
+  await store.run(`INSERT INTO ${verdicts} SELECT ${sqlString(source.name)}, line, blank, reason, left(raw, 200)
+    FROM (${validatedSql(source, lines)}) WHERE reason IS NOT NULL`);
+  const [row] = await store.query(`SELECT count(*) AS rejected FROM ${verdicts} WHERE source = ${sqlString(source.name)}`);
+  return Number(row?.rejected);
 }
