@@ -281,6 +281,22 @@ describe("ingest", () => {
     expect(existsSync(join(failed.runDir!, "tables", "examples_contaminated.parquet"))).toBe(false);
   });
 
+  it("keeps every row of a file where more rows than the exact validator takes only look bad", async () => {
+    const dir = await tempDir();
+    const lines = Array.from({ length: MAX_FAST_BAD_ROWS + 1 }, (_, i) => chat(`q${i}`, String(i)));
+    lines.push({ messages: [{ role: "user", content: "q" }, { role: "assistant", content: 7 }] });
+    const file = await writeJsonl(join(dir, "numbers.jsonl"), lines);
+    const summary = await runPipeline(await config(dir, file, "skip"), { until: "ingest" });
+    expect(summary.stages[0]!.details).toMatchObject({ readers: { clean: "typed" } });
+    expect(summary.stages[0]!.counts).toMatchObject({ read_clean: MAX_FAST_BAD_ROWS + 2, rejected: 1 });
+    const [check] = await readRunView(join(dir, "run"), "examples",
+      `count(*) FILTER (WHERE source = 'clean') AS n, count(*) FILTER (WHERE source = 'clean' AND messages[2].content <> substr(messages[1].content, 2)) AS wrong`);
+    expect(check).toEqual({ n: MAX_FAST_BAD_ROWS + 1, wrong: 0 });
+    expect(await readParquet(join(dir, "run", "tables", "rejected.parquet"), "line, reason")).toEqual([
+      { line: MAX_FAST_BAD_ROWS + 2, reason: 'message 2: "content" is a number, not a string' },
+    ]);
+  });
+
   // With blank lines, the rows are numbered again from the file; without, each record is on its row's line.
   it.each([{ blanks: true }, { blanks: false }])("numbers rows past bad rows on a file read in parallel (blank lines: $blanks)", async ({ blanks }) => {
     const dir = await tempDir();
