@@ -283,7 +283,7 @@ describe("ingest", () => {
 
   it("keeps every row of a file where more rows than the exact validator takes only look bad", async () => {
     const dir = await tempDir();
-    const lines = Array.from({ length: MAX_FAST_BAD_ROWS + 1 }, (_, i) => chat(`q${i}`, String(i)));
+    const lines: object[] = Array.from({ length: MAX_FAST_BAD_ROWS + 1 }, (_, i) => chat(`q${i}`, String(i)));
     lines.push({ messages: [{ role: "user", content: "q" }, { role: "assistant", content: 7 }] });
     const file = await writeJsonl(join(dir, "numbers.jsonl"), lines);
     const summary = await runPipeline(await config(dir, file, "skip"), { until: "ingest" });
