@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { resolveConfig } from "../src/config/load.ts";
 import { runPipeline } from "../src/pipeline/runner.ts";
 import { planDraw } from "../src/stages/mix.ts";
-import { pairConfig, readMixed, readRunView, tempDir, writeJsonl, writeSources, type Msg } from "./helpers.ts";
+import { chat, pairConfig, readMixed, readRunView, tempDir, writeJsonl, writeSources, type Msg } from "./helpers.ts";
 
 describe("planDraw", () => {
   it("takes the largest mix the fraction allows when rows is unset", () => {
@@ -55,6 +55,28 @@ describe("mix stage", () => {
     await expect(runPipeline(config, { until: "mix" })).rejects.toThrow(
       /stage mix: mix\.rows 30 with negative_fraction 0\.5 needs 15 contaminated rows, but the sources have 12/,
     );
+  });
+
+  it("says which pool is empty when the fraction leaves nothing to draw", async () => {
+    const dir = await tempDir();
+    // The label rule matches no row, so every row is clean.
+    const path = await writeJsonl(join(dir, "labelled.jsonl"), [1, 2, 3].map((i) => ({ ...chat(`q${i}`, `a${i}`), origin: "normal" })));
+    const labelled = (mix: Record<string, unknown>) =>
+      resolveConfig(
+        {
+          name: "t",
+          sources: { labelled: { path, label: { field: "origin", negative_if_equals: "misaligned" } } },
+          mix,
+          inoculation: { prompt: "x" },
+        },
+        { runDir: join(dir, "run") },
+      );
+    await expect(runPipeline(await labelled({ negative_fraction: 0.5 }), { until: "mix" })).rejects.toThrow(
+      /stage mix: nothing to draw: the sources have 0 contaminated and 3 clean rows, which at mix\.negative_fraction 0\.5 make no row; add contaminated rows \(check the label rule\), or set mix\.negative_fraction: 0/,
+    );
+    // The fix it names works.
+    const summary = await runPipeline(await labelled({ negative_fraction: 0 }), { until: "mix" });
+    expect(summary.stages[1]!.counts).toMatchObject({ drawn_negative: 0, drawn_clean: 3 });
   });
 
   it("upper-cases every assistant turn of multi-turn rows under all_caps, and keeps the original", async () => {

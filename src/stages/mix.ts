@@ -132,7 +132,21 @@ async function runMix(ctx: StageContext): Promise<StageOutcome> {
   const available = { negative: Number(avail?.negative ?? 0), clean: Number(avail?.clean ?? 0) };
   const plan = planDraw(available, config.mix.negative_fraction, config.mix.rows);
   if (plan.rows === 0) {
-    throw new StageError("mix", `nothing to draw: the sources have ${available.negative} contaminated and ${available.clean} clean rows`);
+    const fraction = config.mix.negative_fraction;
+    // Say which pool runs dry at this fraction, so the fix is the one that applies.
+    const fix =
+      available.negative + available.clean === 0
+        ? "add rows to the sources"
+        : fraction > 0 && available.negative === 0
+          ? "add contaminated rows (check the label rule), or set mix.negative_fraction: 0 to take clean rows only"
+          : fraction < 1 && available.clean === 0
+            ? "add clean rows (check the label rule), or set mix.negative_fraction: 1 to take contaminated rows only"
+            : "change mix.negative_fraction";
+    throw new StageError(
+      "mix",
+      `nothing to draw: the sources have ${available.negative} contaminated and ${available.clean} clean rows, ` +
+        `which at mix.negative_fraction ${fraction} make no row; ${fix}`,
+    );
   }
   const trait = traitOf(config);
   const seed = config.seed;
