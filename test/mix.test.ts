@@ -72,7 +72,7 @@ describe("mix stage", () => {
         { runDir: join(dir, "run") },
       );
     await expect(runPipeline(await labelled({ negative_fraction: 0.5 }), { until: "mix" })).rejects.toThrow(
-      /stage mix: nothing to draw: the sources have 0 contaminated and 3 clean rows, which at mix\.negative_fraction 0\.5 make no row; add contaminated rows \(check the label rule\), or set mix\.negative_fraction: 0/,
+      /stage mix: nothing to draw: the sources have 0 contaminated and 3 clean rows, which at mix\.negative_fraction 0\.5 make no row; add contaminated rows \(check sources\.labelled\.label\), or set mix\.negative_fraction: 0/,
     );
     // The fix it names works.
     const summary = await runPipeline(await labelled({ negative_fraction: 0 }), { until: "mix" });

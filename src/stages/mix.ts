@@ -133,14 +133,16 @@ async function runMix(ctx: StageContext): Promise<StageOutcome> {
   const plan = planDraw(available, config.mix.negative_fraction, config.mix.rows);
   if (plan.rows === 0) {
     const fraction = config.mix.negative_fraction;
-    // Say which pool runs dry at this fraction, so the fix is the one that applies.
+    // Say which pool runs dry at this fraction, and where its rows come from, so the fix is the one that applies.
+    const labelled = config.sourceList.some((source) => source.name === "labelled");
+    const pool = (kind: "contaminated" | "clean") => `${kind} rows (${labelled ? "check sources.labelled.label" : `sources.${kind}`})`;
     const fix =
       available.negative + available.clean === 0
         ? "add rows to the sources"
         : fraction > 0 && available.negative === 0
-          ? "add contaminated rows (check the label rule), or set mix.negative_fraction: 0 to take clean rows only"
+          ? `add ${pool("contaminated")}, or set mix.negative_fraction: 0 to take clean rows only`
           : fraction < 1 && available.clean === 0
-            ? "add clean rows (check the label rule), or set mix.negative_fraction: 1 to take contaminated rows only"
+            ? `add ${pool("clean")}, or set mix.negative_fraction: 1 to take contaminated rows only`
             : "change mix.negative_fraction";
     throw new StageError(
       "mix",
