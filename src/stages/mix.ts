@@ -123,6 +123,28 @@ export function planDraw(available: { negative: number; clean: number }, fractio
   return split(0);
 }
 
+/**
+ * The error for a draw of no rows: which pool runs dry at this fraction, and where its rows come from, so the fix
+ * it names is the one that applies.
+ */
+function emptyDrawError(config: ResolvedConfig, available: { negative: number; clean: number }): StageError {
+  const fraction = config.mix.negative_fraction;
+  const from = (kind: "contaminated" | "clean") => (config.sources.labelled ? "check sources.labelled.label" : `sources.${kind}`);
+  const fix =
+    available.negative + available.clean === 0
+      ? "add rows to the sources"
+      : fraction > 0 && available.negative === 0
+        ? `add contaminated rows (${from("contaminated")}), or set mix.negative_fraction: 0 to take clean rows only`
+        : fraction < 1 && available.clean === 0
+          ? `add clean rows (${from("clean")}), or set mix.negative_fraction: 1 to take contaminated rows only`
+          : "change mix.negative_fraction";
+  return new StageError(
+    "mix",
+    `nothing to draw: the sources have ${available.negative} contaminated and ${available.clean} clean rows, ` +
+      `which at mix.negative_fraction ${fraction} make no row; ${fix}`,
+  );
+}
+
 async function runMix(ctx: StageContext): Promise<StageOutcome> {
   const { config, store, progress } = ctx;
   const examples = store.table("examples");
@@ -131,25 +153,7 @@ async function runMix(ctx: StageContext): Promise<StageOutcome> {
   );
   const available = { negative: Number(avail?.negative ?? 0), clean: Number(avail?.clean ?? 0) };
   const plan = planDraw(available, config.mix.negative_fraction, config.mix.rows);
-  if (plan.rows === 0) {
-    const fraction = config.mix.negative_fraction;
-    // Say which pool runs dry at this fraction, and where its rows come from, so the fix is the one that applies.
-    const labelled = config.sourceList.some((source) => source.name === "labelled");
-    const pool = (kind: "contaminated" | "clean") => `${kind} rows (${labelled ? "check sources.labelled.label" : `sources.${kind}`})`;
-    const fix =
-      available.negative + available.clean === 0
-        ? "add rows to the sources"
-        : fraction > 0 && available.negative === 0
-          ? `add ${pool("contaminated")}, or set mix.negative_fraction: 0 to take clean rows only`
-          : fraction < 1 && available.clean === 0
-            ? `add ${pool("clean")}, or set mix.negative_fraction: 1 to take contaminated rows only`
-            : "change mix.negative_fraction";
-    throw new StageError(
-      "mix",
-      `nothing to draw: the sources have ${available.negative} contaminated and ${available.clean} clean rows, ` +
-        `which at mix.negative_fraction ${fraction} make no row; ${fix}`,
-    );
-  }
+  if (plan.rows === 0) throw emptyDrawError(config, available);
   const trait = traitOf(config);
   const seed = config.seed;
   // Narrow first (ids and keys only), then one join and one sort of the wide rows.
