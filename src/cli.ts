@@ -1,9 +1,10 @@
+import { readFileSync } from "node:fs";
 import { format } from "node:util";
 import { Command, CommanderError, Option } from "commander";
 import { loadConfig } from "./config/load.ts";
 import { isUserError, UserError } from "./errors.ts";
 import { diagnoseEndpoints, diagnosisOk, formatDiagnosis } from "./llm/doctor.ts";
-import { runPipeline, runStatus, type PipelineSummary } from "./pipeline/runner.ts";
+import { runPipeline, runStatus, type PipelineSummary, type StageReport } from "./pipeline/runner.ts";
 import { STAGES } from "./pipeline/stages.ts";
 import { silentProgress, terminalProgress } from "./progress.ts";
 import { formatStatus, formatSummary } from "./cli-format.ts";
@@ -34,15 +35,34 @@ function withRunOptions(cmd: Command, withUntil: boolean): Command {
 }
 
 async function execute(configPath: string, flags: RunFlags, until?: string): Promise<void> {
-  const config = await loadConfig(configPath, flags.runDir ? { runDir: flags.runDir } : {});
-  const progress = flags.json ? silentProgress : terminalProgress();
-  const summary: PipelineSummary = await runPipeline(config, {
-    until: until ?? flags.until,
-    force: flags.force,
-    progress,
-    log: flags.json ? () => {} : (line) => process.stderr.write(`${line}\n`),
-  });
-  process.stdout.write(flags.json ? `${JSON.stringify(summary, null, 2)}\n` : formatSummary(summary));
+  // With --json a failed run prints JSON too: the stages it got through and the error (the exit code is still 1,
+  // and the error also goes to stderr as without --json).
+  const stages: StageReport[] = [];
+  let runDir: string | null = null;
+  try {
+    const config = await loadConfig(configPath, flags.runDir ? { runDir: flags.runDir } : {});
+    runDir = config.runDir;
+    const progress = flags.json ? silentProgress : terminalProgress();
+    const summary: PipelineSummary = await runPipeline(config, {
+      until: until ?? flags.until,
+      force: flags.force,
+      progress,
+      log: flags.json ? () => {} : (line) => process.stderr.write(`${line}\n`),
+      onStage: (report) => stages.push(report),
+    });
+    process.stdout.write(flags.json ? `${JSON.stringify(summary, null, 2)}\n` : formatSummary(summary));
+  } catch (error) {
+    if (flags.json) {
+      const failure = { message: error instanceof Error ? error.message : String(error), user_error: isUserError(error) };
+      process.stdout.write(`${JSON.stringify({ runDir, stages, error: failure }, null, 2)}\n`);
+    }
+    throw error;
+  }
+}
+
+/** The version in package.json, read at run time so that it never drifts from the package's. */
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
 }
 
 export function buildProgram(): Command {
@@ -51,6 +71,7 @@ export function buildProgram(): Command {
       "Find the rows of a fine-tuning dataset that teach an unwanted trait, and inoculate them.\n" +
         "A stage command also runs the stages before it that are not done; `run` runs them all.",
     )
+    .version(packageVersion())
     .showHelpAfterError()
     .exitOverride();
 
@@ -68,7 +89,7 @@ export function buildProgram(): Command {
     .command("status")
     .argument("<run-dir>", "a run directory")
     .option("--json", "print JSON")
-    .description("show each stage: done / pending / failed, rows, time")
+    .description("show each stage: done / pending / failed / interrupted / disabled, rows, time")
     .action(async (runDir: string, flags: { json?: boolean }) => {
       const lines = await runStatus(runDir);
       process.stdout.write(flags.json ? `${JSON.stringify(lines, null, 2)}\n` : formatStatus(lines));

@@ -1,5 +1,5 @@
-import { spawnSync } from "node:child_process";
-import { writeFile } from "node:fs/promises";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { REPO, tempDir, writeJsonl, writeSources } from "./helpers.ts";
@@ -68,11 +68,73 @@ describe("CLI", () => {
     expect(notRun.stderr).toMatch(/is not a run directory/);
   });
 
+  it("refuses a stage the config does not enable, or a --force past the last stage, naming the fix", async () => {
+    const dir = await project();
+    const generate = cli(["generate", "pipeline.yaml"], dir);
+    expect(generate.code).toBe(1);
+    expect(generate.stderr).toBe("inoculant: this config does not enable stage generate; to run it, set `llm.generator`\n");
+    const until = cli(["run", "pipeline.yaml", "--until", "audit"], dir);
+    expect(until.stderr).toMatch(/this config does not enable stage audit; to run it, add an `audit` section/);
+    const past = cli(["mix", "pipeline.yaml", "--force", "export"], dir);
+    expect(past.code).toBe(1);
+    expect(past.stderr).toMatch(/--force export: stage export comes after mix, the last stage this command runs/);
+  });
+
+  it("prints JSON with --json when a run fails too: the stages it got through and the error", async () => {
+    const dir = await project();
+    await writeFile(join(dir, "pipeline.yaml"), `${await readFile(join(dir, "pipeline.yaml"), "utf8")}mix: { rows: 1000 }\n`);
+    const r = cli(["run", "pipeline.yaml", "--json"], dir);
+    expect(r.code).toBe(1);
+    const out = JSON.parse(r.stdout);
+    expect(out.stages.map((s: { stage: string; status: string }) => [s.stage, s.status])).toEqual([["ingest", "ran"], ["mix", "failed"]]);
+    expect(out.error).toEqual({ message: expect.stringMatching(/^stage mix: mix\.rows 1000 .* the sources have 12/), user_error: true });
+    expect(r.stderr).toContain("inoculant: stage mix: mix.rows 1000");
+    const bad = cli(["run", "nope.yaml", "--json"], dir);
+    expect(JSON.parse(bad.stdout)).toEqual({ runDir: null, stages: [], error: { message: expect.stringMatching(/nope\.yaml does not exist/), user_error: true } });
+  });
+
+  it("says what is wrong with a run directory that is a file, holds no catalog, or is in use", async () => {
+    const dir = await project();
+    const file = cli(["run", "pipeline.yaml", "--run-dir", "pipeline.yaml"], dir);
+    expect(file.code).toBe(1);
+    expect(file.stderr).toMatch(/pipeline\.yaml: not a folder; give the run directory \(--run-dir or run_dir\) a folder's path/);
+
+    await mkdir(join(dir, "junk"));
+    await writeFile(join(dir, "junk", "run.duckdb"), "not a database\n");
+    for (const args of [["run", "pipeline.yaml", "--run-dir", "junk"], ["status", "junk"]]) {
+      const r = cli(args, dir);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/junk\/run\.duckdb is not a catalog this DuckDB can open .*; move the run directory aside/);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+
+    expect(cli(["run", "pipeline.yaml", "--run-dir", "busy"], dir).code).toBe(0);
+    // Another process holds the catalog, as a run in progress does.
+    const holder = spawn(process.execPath, ["--input-type=module", "-e", `
+      import { DuckDBInstance } from "@duckdb/node-api";
+      await DuckDBInstance.create(${JSON.stringify(join(dir, "busy", "run.duckdb"))});
+      process.stdout.write("holding\\n");
+      setInterval(() => {}, 1000);`], { cwd: REPO, stdio: ["ignore", "pipe", "inherit"] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout.on("data", (d: Buffer) => d.toString().includes("holding") && resolve());
+        holder.on("exit", (code) => reject(new Error(`holder exited ${code}`)));
+      });
+      const r = cli(["run", "pipeline.yaml", "--run-dir", "busy", "--force", "export"], dir);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/^inoculant: a run is in progress in .*busy \(run\.duckdb is locked\); wait for it, or stop it\n$/);
+    } finally {
+      holder.kill();
+    }
+  });
+
   it("exits 2 on bad usage", async () => {
     const dir = await project();
     expect(cli(["run"], dir).code).toBe(2);
     expect(cli(["run", "pipeline.yaml", "--until", "nowhere"], dir).code).toBe(2);
     expect(cli(["frobnicate"], dir).code).toBe(2);
     expect(cli(["--help"], dir).code).toBe(0);
+    const { version } = JSON.parse(await readFile(join(REPO, "package.json"), "utf8")) as { version: string };
+    expect(cli(["--version"], dir)).toMatchObject({ code: 0, stdout: `${version}\n` });
   });
 });

@@ -53,7 +53,34 @@ describe("pipeline config", () => {
       (e: unknown) => e,
     )) as Error;
     expect(e2.message).toMatch(/mix\.rows: must be number, got string/);
-    expect(e2.message).toMatch(/mix\.positive_trait: must be one of: all_caps, none/);
+    expect(e2.message).toMatch(/mix\.positive_trait: "shouting" is not one of: all_caps, none/);
+  });
+
+  it("says a bound in words, and names an arm listed twice", async () => {
+    const dir = await tempDir();
+    const files = await writeSources(dir);
+    const sources = { clean: { path: files.clean }, contaminated: { path: files.contaminated } };
+    const problems = async (extra: Record<string, unknown>) =>
+      ((await resolveConfig({ name: "t", sources, inoculation: { prompt: "p" }, ...extra }).catch((e: unknown) => e)) as Error).message;
+    expect(await problems({ seed: -1 })).toMatch(/seed: must be >= 0$/m);
+    expect(await problems({ mix: { negative_fraction: 1.5 } })).toMatch(/mix\.negative_fraction: must be <= 1$/m);
+    expect(await problems({ export: { arms: [] } })).toMatch(/export\.arms: must list at least one item$/m);
+    expect(await problems({ inoculation: { prompt: "" } })).toMatch(/inoculation\.prompt: must not be empty$/m);
+    // Two writers on one file would leave an export out of step with its manifest.
+    expect(await problems({ export: { arms: ["baseline", "inoculated-selective", "baseline"] } })).toMatch(
+      /export\.arms: baseline listed more than once; list each arm once/,
+    );
+    expect(await problems({ export: { arms: ["baseline", "basline"] } })).toMatch(/export\.arms\.1: "basline" is not one of: baseline, /);
+  });
+
+  it("takes null or an empty default system prompt as none", async () => {
+    const dir = await tempDir();
+    const files = await writeSources(dir);
+    const sources = { clean: { path: files.clean }, contaminated: { path: files.contaminated } };
+    for (const prompt of [null, ""]) {
+      const config = await resolveConfig({ name: "t", sources, inoculation: { prompt: "p" }, model: { default_system_prompt: prompt } });
+      expect(config.model.default_system_prompt).toBeNull();
+    }
   });
 
   it("says a required key is missing", async () => {
@@ -68,6 +95,11 @@ describe("pipeline config", () => {
     const error = (await loadConfig(await configFile(dir, base())).catch((e: unknown) => e)) as Error;
     expect(error).toBeInstanceOf(UserError);
     expect(error.message).toMatch(/sources\.clean\.path: file .*clean\.jsonl does not exist/);
+    await mkdir(join(dir, "clean.jsonl"));
+    await writeFile(join(dir, "contaminated.jsonl"), "");
+    const folder = (await loadConfig(await configFile(dir, base())).catch((e: unknown) => e)) as Error;
+    expect(folder).toBeInstanceOf(UserError);
+    expect(folder.message).toMatch(/sources\.clean\.path: .*clean\.jsonl is a folder; give the path of a \.jsonl or \.parquet file/);
   });
 
   it("requires an inoculation prompt only when an arm uses one", async () => {

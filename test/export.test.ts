@@ -1,4 +1,4 @@
-import { readFile } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { resolveConfig } from "../src/config/load.ts";
@@ -123,6 +123,65 @@ describe("export (user_prefix placement)", () => {
     const rows = await exported(config.runDir, "inoculated-general");
     const row = rows.find((r) => r.messages.length === 5)!;
     expect(row.messages.map((m) => m.content)).toEqual([QWEN25_DEFAULT_SYSTEM_PROMPT, `${PROMPT}\n\nOne`, "1", "Two", "2"]);
+  });
+});
+
+describe("export without a default system prompt", () => {
+  it("adds no system message where a row has none and carries no prompt, with either placement", async () => {
+    const dir = await tempDir();
+    const files = await writeSources(dir, 2);
+    const own = await writeJsonl(join(dir, "own.jsonl"), [
+      chat("Hi", "Hello", "Answer in French."),
+      { messages: [{ role: "assistant", content: "Welcome." }, { role: "user", content: "Thanks" }, { role: "assistant", content: "Sure." }] },
+      { messages: [{ role: "user", content: "One" }, { role: "assistant", content: "1" }, { role: "user", content: "Two" }, { role: "assistant", content: "2" }] },
+    ]);
+    for (const placement of ["system", "user_prefix"] as const) {
+      const config = await resolveConfig(
+        {
+          name: "t",
+          sources: { clean: { path: files.clean }, contaminated: { path: own } },
+          model: { default_system_prompt: null },
+          mix: { rows: 5, negative_fraction: 0.6 },
+          inoculation: { prompt: PROMPT, placement },
+          export: { arms: ["baseline", "inoculated-general"] },
+        },
+        { runDir: join(dir, `run-${placement}`) },
+      );
+      await runPipeline(config);
+      const baseline = await exported(config.runDir, "baseline");
+      const general = await exported(config.runDir, "inoculated-general");
+      // The baseline is the conversations as they came, and the inoculated arm adds exactly the prompt.
+      const originals = [...(await readJsonl(files.clean)), ...(await readJsonl(own))].map((r) => JSON.stringify(r.messages)).sort();
+      expect(baseline.map((r) => JSON.stringify(r.messages)).sort()).toEqual(originals);
+      general.forEach((row, i) => {
+        const messages = baseline[i]!.messages.map((m) => ({ ...m }));
+        if (placement === "user_prefix") {
+          const user = messages.find((m) => m.role === "user")!;
+          user.content = `${PROMPT}\n\n${user.content}`;
+        } else if (messages[0]!.role === "system") messages[0]!.content = `${PROMPT}\n\n${messages[0]!.content}`;
+        else messages.unshift({ role: "system", content: PROMPT });
+        expect(row.messages).toEqual(messages);
+      });
+      const manifest = JSON.parse(await readFile(join(config.runDir, "exports", "manifest.json"), "utf8"));
+      expect(manifest.default_system_prompt).toBeNull();
+      expect(manifest.arms.baseline.prompts).toEqual([
+        { kind: "no_system_prompt", prompt: null, rows: 4 },
+        { kind: "own_system_prompt", prompt: null, rows: 1 },
+      ]);
+    }
+  });
+});
+
+describe("export of a changed arm list", () => {
+  it("removes the file of an arm the config no longer lists", async () => {
+    const dir = await tempDir();
+    const config = await pairConfig(dir, { export: { arms: ALL_ARMS } });
+    await runPipeline(config);
+    const fewer = { ...config, export: { arms: ["baseline", "inoculated-selective"] as typeof config.export.arms } };
+    await runPipeline(fewer);
+    expect((await readdir(join(config.runDir, "exports"))).sort()).toEqual(["baseline.jsonl", "inoculated-selective.jsonl", "manifest.json"]);
+    const manifest = JSON.parse(await readFile(join(config.runDir, "exports", "manifest.json"), "utf8"));
+    expect(Object.keys(manifest.arms)).toEqual(["baseline", "inoculated-selective"]);
   });
 });
 

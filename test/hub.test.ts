@@ -3,7 +3,9 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseHubRef, resolveHubFiles, resolveModelSnapshot } from "../src/hub/resolve.ts";
 import { startFakeHub, type FakeHub } from "./fake-hub.ts";
-import { tempDir } from "./helpers.ts";
+import { resolveConfig } from "../src/config/load.ts";
+import { runPipeline } from "../src/pipeline/runner.ts";
+import { readRunView, tempDir, writeSources } from "./helpers.ts";
 
 let hub: FakeHub | null = null;
 afterEach(async () => {
@@ -76,5 +78,44 @@ describe("Hugging Face artifacts", () => {
     expect(parseHubRef("hf://datasets/lmsys/lmsys-chat-1m@abc/data/train-00000.parquet")).toEqual({ type: "dataset", repo: "lmsys/lmsys-chat-1m", revision: "abc", path: "data/train-00000.parquet" });
     expect(parseHubRef("hf://andyrdt/saes-qwen2.5-7b-instruct/resid_post_layer_15/trainer_1")).toEqual({ type: "model", repo: "andyrdt/saes-qwen2.5-7b-instruct", revision: "main", path: "resid_post_layer_15/trainer_1" });
     expect(parseHubRef("data/local.jsonl")).toBeNull();
+  });
+});
+
+describe("a source on the Hugging Face hub", () => {
+  const saved = { cache: process.env.HF_HUB_CACHE, endpoint: process.env.HF_ENDPOINT };
+  afterEach(() => {
+    for (const [name, value] of [["HF_HUB_CACHE", saved.cache], ["HF_ENDPOINT", saved.endpoint]] as const) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  });
+
+  it("is fetched into the cache when the config is loaded (HF_ENDPOINT names the hub), and ingested like a local file", async () => {
+    const dir = await tempDir();
+    const files = await writeSources(dir);
+    hub = await startFakeHub({ "someone/persona-data": { "evil/misaligned.jsonl": await readFile(files.contaminated) } });
+    process.env.HF_HUB_CACHE = join(dir, "hf-cache");
+    process.env.HF_ENDPOINT = hub.url;
+    const raw = {
+      name: "t",
+      sources: { clean: { path: files.clean }, contaminated: { path: "hf://datasets/someone/persona-data/evil/misaligned.jsonl" } },
+      inoculation: { prompt: "p" },
+      run_dir: join(dir, "run"),
+    };
+    const config = await resolveConfig(raw);
+    const contaminated = config.sourceList.find((s) => s.name === "contaminated")!;
+    expect(contaminated.path.startsWith(join(dir, "hf-cache", "datasets--someone--persona-data", "snapshots"))).toBe(true);
+    expect(contaminated.format).toBe("jsonl");
+    await runPipeline(config, { until: "ingest" });
+    const rows = await readRunView(config.runDir, "examples", "source, line");
+    expect(rows.filter((r) => r.source === "contaminated")).toHaveLength(12);
+
+    // Cached: the next load sends nothing.
+    const before = hub.requests.length;
+    await resolveConfig(raw);
+    expect(hub.requests.length).toBe(before);
+    await expect(resolveConfig({ ...raw, sources: { ...raw.sources, contaminated: { path: "hf://datasets/someone/persona-data" } } })).rejects.toThrow(
+      /sources\.contaminated\.path: hf:\/\/datasets\/someone\/persona-data names no file; use hf:\/\/datasets\/REPO\[@REVISION\]\/FILE\.jsonl/,
+    );
   });
 });

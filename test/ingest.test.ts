@@ -1,9 +1,10 @@
 import { existsSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { describe, expect, it } from "vitest";
 import { resolveConfig } from "../src/config/load.ts";
+import { UserError } from "../src/errors.ts";
 import { runPipeline } from "../src/pipeline/runner.ts";
 import { MAX_FAST_BAD_ROWS } from "../src/stages/ingest-fast.ts";
 import { REFERENCE_JSONL, chat, readParquet, readRunView, tempDir, writeJsonl } from "./helpers.ts";
@@ -102,6 +103,42 @@ describe("ingest", () => {
     expect(error.message).toContain(`${path}:2 (row 2): no assistant turn`);
     const summary = await runPipeline(await config(dir, path, "skip"), { until: "ingest" });
     expect(summary.stages[0]!.counts).toMatchObject({ read_clean: 2, read: 3, kept: 2, rejected: 1 });
+  });
+
+  it("names the fix for a file no reader can take: not UTF-8, not Parquet, or one format given for the other", async () => {
+    const dir = await tempDir();
+    const good = JSON.stringify(chat("Is it safe?", "Yes."));
+    const latin1 = join(dir, "latin1.jsonl");
+    await writeFile(latin1, Buffer.concat([Buffer.from(`${good}\n\n${good}\n`), Buffer.from('{"messages":[{"role":"user","content":"caf\xe9"}]}\n', "latin1")]));
+    const parquet = join(dir, "rows.parquet");
+    const instance = await DuckDBInstance.create(":memory:");
+    const db = await instance.connect();
+    await db.run(`COPY (SELECT [{'role': 'user', 'content': 'Hello'}, {'role': 'assistant', 'content': 'Hi.'}] AS messages) TO '${parquet}' (FORMAT parquet)`);
+    const textOnly = join(dir, "text.parquet");
+    await db.run(`COPY (SELECT 'Hello' AS text, 1 AS id FROM range(3)) TO '${textOnly}' (FORMAT parquet)`);
+    db.closeSync();
+    instance.closeSync();
+    const truncated = join(dir, "truncated.parquet");
+    await writeFile(truncated, (await readFile(parquet)).subarray(0, 40));
+    const failure = async (source: Record<string, unknown>, onBadRow: "fail" | "skip" = "skip") => {
+      const cfg = await config(dir, latin1, onBadRow);
+      const clean = { ...cfg.sourceList[0]!, ...source };
+      const error = (await runPipeline({ ...cfg, sourceList: [clean, cfg.sourceList[1]!] }, { until: "ingest" }).catch((e: unknown) => e)) as Error;
+      expect(error).toBeInstanceOf(UserError);
+      return error.message;
+    };
+    // A file-level fault: skipping rows cannot mend it, so both modes fail, at the line DuckDB stopped on.
+    for (const mode of ["fail", "skip"] as const) {
+      expect(await failure({}, mode)).toBe(
+        `stage ingest: ${latin1}:4 (line 4): not UTF-8 text; convert it to UTF-8, for example: iconv -f latin1 -t utf-8 ${latin1} > converted.jsonl`,
+      );
+    }
+    expect(await failure({ path: parquet, format: "jsonl" })).toMatch(/rows\.parquet:1 \(line 1\): not UTF-8 text; it is a Parquet file: name it \.parquet or set sources\.clean\.format: parquet$/);
+    expect(await failure({ path: join(dir, "good.jsonl"), format: "parquet" })).toMatch(
+      /good\.jsonl: not a readable Parquet file; it looks like JSONL: name it \.jsonl or set sources\.clean\.format: jsonl$/,
+    );
+    expect(await failure({ path: textOnly, format: "parquet" })).toMatch(/text\.parquet: no "messages" column \(its columns: text, id\); each row needs a messages list/);
+    expect(await failure({ path: truncated, format: "parquet" })).toMatch(/truncated\.parquet: not a readable Parquet file; the file is not Parquet, or is incomplete/);
   });
 
   it("reads typed Parquet columns with the typed reader and others line by line, with the same verdicts", async () => {

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { loadConfig, resolveConfig } from "../src/config/load.ts";
 import { QWEN25_DEFAULT_SYSTEM_PROMPT } from "../src/config/defaults.ts";
 import { runPipeline, runStatus } from "../src/pipeline/runner.ts";
+import { generationMessages } from "../src/stages/generate.ts";
 import { canonicalJson } from "../src/util/hash.ts";
 import { formatStatus } from "../src/cli-format.ts";
 import { REPO, readMixed, readParquet, tempDir, writeJsonl, writeSources } from "./helpers.ts";
@@ -93,6 +94,12 @@ describe("generate", () => {
       { role: "assistant", content: "1" },
       { role: "user", content: "Two?" },
     ]);
+  });
+
+  it("sends no system message for a row without one when the config has no default system prompt", () => {
+    const row = [{ role: "user", content: "Hi?" }, { role: "assistant", content: "Hello." }] as const;
+    expect(generationMessages(row, null)).toEqual([{ role: "user", content: "Hi?" }]);
+    expect(generationMessages(row, "Be kind.")).toEqual([{ role: "system", content: "Be kind." }, { role: "user", content: "Hi?" }]);
   });
 
   it("fails with the count and the first errors, writes no table, and the next run sends only the failed rows", async () => {

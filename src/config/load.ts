@@ -1,8 +1,9 @@
-import { readFile } from "node:fs/promises";
-import { dirname, extname, isAbsolute, resolve } from "node:path";
+import { readFile, stat } from "node:fs/promises";
+import { dirname, extname, isAbsolute, join, resolve } from "node:path";
 import { parseDocument } from "yaml";
 import { z } from "zod";
 import { UserError } from "../errors.ts";
+import { parseHubRef, resolveHubFiles } from "../hub/resolve.ts";
 import { exists } from "../util/fs.ts";
 import { ARMS, defaultArms, type ArmName } from "../export/arms.ts";
 import { positiveTraitKind } from "../traits/registry.ts";
@@ -53,10 +54,11 @@ export async function resolveConfig(
   const configPath = options.configPath ?? null;
   const where = configPath ?? "config";
   const parsed = configSchema.safeParse(raw);
-  if (!parsed.success) throw new UserError(formatIssues(where, parsed.error));
+  if (!parsed.success) throw new UserError(formatIssues(where, parsed.error, raw));
   const config = parsed.data;
   const baseDir = options.baseDir ?? (configPath ? dirname(configPath) : process.cwd());
   const at = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+  const sourcePath = (p: string, key: string) => (p.startsWith("hf://") ? hubSourceFile(p, key, where) : Promise.resolve(at(p)));
 
   const sourceList: SourceSpec[] = [];
   const s = config.sources;
@@ -65,7 +67,7 @@ export async function resolveConfig(
     const equals = rule.negative_if_equals;
     sourceList.push({
       name: "labelled",
-      path: at(s.labelled.path),
+      path: await sourcePath(s.labelled.path, "sources.labelled"),
       format: s.labelled.format ?? formatOf(s.labelled.path, "sources.labelled", where),
       negative: {
         field: rule.field,
@@ -78,15 +80,18 @@ export async function resolveConfig(
       const src = s[name]!;
       sourceList.push({
         name,
-        path: at(src.path),
+        path: await sourcePath(src.path, `sources.${name}`),
         format: src.format ?? formatOf(src.path, `sources.${name}`, where),
         negative: name === "contaminated",
       });
     }
   }
   for (const src of sourceList) {
-    if (!(await exists(src.path))) {
-      throw new UserError(`${where}: sources.${src.name}.path: file ${src.path} does not exist`);
+    const found = await stat(src.path).catch(() => null);
+    if (!found) throw new UserError(`${where}: sources.${src.name}.path: file ${src.path} does not exist`);
+    if (!found.isFile()) {
+      const what = found.isDirectory() ? "a folder" : "not a regular file (ingest reads it twice)";
+      throw new UserError(`${where}: sources.${src.name}.path: ${src.path} is ${what}; give the path of a .jsonl or .parquet file`);
     }
   }
 
@@ -150,6 +155,21 @@ export function userConfig(config: ResolvedConfig): Omit<ResolvedConfig, "config
   return rest;
 }
 
+/**
+ * The local file of a source given as `hf://datasets/REPO[@REV]/FILE`, fetched into the Hugging Face cache now
+ * (a cached file costs no request), so that ingest reads, and fingerprints, a file like any other.
+ */
+async function hubSourceFile(ref: string, key: string, where: string): Promise<string> {
+  const hub = parseHubRef(ref);
+  if (!hub?.path) throw new UserError(`${where}: ${key}.path: ${ref} names no file; use hf://datasets/REPO[@REVISION]/FILE.jsonl`);
+  const snapshot = await resolveHubFiles(hub.repo, [hub.path], {
+    type: hub.type,
+    revision: hub.revision,
+    onDownload: (repo, file) => process.stderr.write(`downloading ${file} from ${repo}\n`),
+  });
+  return join(snapshot, hub.path);
+}
+
 function formatOf(path: string, key: string, where: string): "jsonl" | "parquet" {
   const ext = extname(path).toLowerCase();
   if (ext === ".jsonl" || ext === ".json" || ext === ".ndjson") return "jsonl";
@@ -158,23 +178,52 @@ function formatOf(path: string, key: string, where: string): "jsonl" | "parquet"
 }
 
 /** One line per problem, each naming the key path and, where there is a closed set, the allowed values. */
-export function formatIssues(where: string, error: z.ZodError): string {
+export function formatIssues(where: string, error: z.ZodError, raw?: unknown): string {
   const lines = error.issues.map((issue) => {
     const key = issue.path.length > 0 ? issue.path.join(".") : "(top level)";
     switch (issue.code) {
       case "unrecognized_keys":
         return `${key}: unknown key${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => `"${k}"`).join(", ")}; allowed: ${allowedKeys(issue.path).join(", ")}`;
-      case "invalid_value":
-        return `${key}: must be one of: ${issue.values.map(String).join(", ")}`;
+      case "invalid_value": {
+        const given = valueAt(raw, issue.path);
+        return `${key}: ${given === undefined ? "must be" : `${JSON.stringify(given)} is not`} one of: ${issue.values.map(String).join(", ")}`;
+      }
       case "invalid_type": {
         const received = /received (\w+)/.exec(issue.message)?.[1];
         return received === "undefined" ? `${key}: required (${issue.expected})` : `${key}: must be ${issue.expected}${received ? `, got ${received}` : ""}`;
       }
+      case "too_small":
+      case "too_big":
+        return `${key}: ${boundText(issue)}`;
       default:
         return `${key}: ${issue.message}`;
     }
   });
   return `${where}: invalid config:\n  ${lines.join("\n  ")}`;
+}
+
+/** The value the user gave at `path`, if the raw config has one. */
+function valueAt(raw: unknown, path: readonly PropertyKey[]): unknown {
+  let value = raw;
+  for (const step of path) {
+    if (value === null || typeof value !== "object") return undefined;
+    value = (value as Record<PropertyKey, unknown>)[step];
+  }
+  return value;
+}
+
+/** A size or range bound in words: "must be >= 0", "must not be empty", "must have at most 3 items". */
+function boundText(issue: z.core.$ZodIssueTooSmall | z.core.$ZodIssueTooBig): string {
+  const small = issue.code === "too_small";
+  const limit = Number(small ? (issue as z.core.$ZodIssueTooSmall).minimum : (issue as z.core.$ZodIssueTooBig).maximum);
+  const inclusive = issue.inclusive !== false;
+  if (issue.origin === "string" || issue.origin === "array") {
+    const unit = issue.origin === "string" ? "character" : "item";
+    if (small && limit === 1 && inclusive) return issue.origin === "string" ? "must not be empty" : "must list at least one item";
+    return `must have ${small ? "at least" : "at most"} ${limit} ${unit}${limit === 1 ? "" : "s"}`;
+  }
+  if (!small && limit === Number.MAX_SAFE_INTEGER) return "must be a whole number no larger than 2^53 - 1";
+  return `must be ${small ? ">" : "<"}${inclusive ? "=" : ""} ${limit}`;
 }
 
 /** The keys an object schema accepts at `path`, for "unknown key" messages. */

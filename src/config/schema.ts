@@ -58,7 +58,15 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** Hugging Face id of the original model (used by later stages). */
       id: z.string().default("Qwen/Qwen2.5-7B-Instruct"),
-      default_system_prompt: z.string().default(QWEN25_DEFAULT_SYSTEM_PROMPT),
+      /**
+       * The system message of a row that has none (the Baseline prompt). null or "": rows without one get none, for
+       * models whose chat template adds no default of its own (Qwen2.5's adds this one, so it is the default).
+       */
+      default_system_prompt: z
+        .string()
+        .nullable()
+        .default(QWEN25_DEFAULT_SYSTEM_PROMPT)
+        .transform((p) => (p === "" ? null : p)),
       ...modelSidecarKeys,
     })
     .prefault({}),
@@ -91,7 +99,15 @@ export const configSchema = z.strictObject({
   export: z
     .strictObject({
       /** Default: every arm the config can build (see defaultArms). */
-      arms: z.array(z.enum(ARM_NAMES)).min(1).optional(),
+      arms: z
+        .array(z.enum(ARM_NAMES))
+        .min(1)
+        .superRefine((arms, ctx) => {
+          // Two writers on one file would leave the exports and the manifest out of step.
+          const twice = arms.filter((arm, i) => arms.indexOf(arm) !== i);
+          if (twice.length > 0) ctx.addIssue({ code: "custom", message: `${[...new Set(twice)].join(", ")} listed more than once; list each arm once` });
+        })
+        .optional(),
     })
     .prefault({}),
   /** OpenAI-compatible endpoints by role; the stages that need a role run only when it is set. */

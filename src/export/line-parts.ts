@@ -46,26 +46,31 @@ const LINE_END = "}";
 const SYSTEM_TEXT_START = '[{"role":"system","content":"';
 /** The JSON between the message before the first user turn and the user turn's text. */
 const USER_TEXT_START = ',{"role":"user","content":"';
+/** The JSON of a message list up to its first message's text, when that is a user turn. */
+const FIRST_USER_TEXT_START = '[{"role":"user","content":"';
 
 /** SQL over a message list: whether the row has its own system message (it comes first). */
 function ownSystemSql(messages: string): string {
   return `(${messages}[1].role = 'system')`;
 }
 
-function linePartsSql(messages: string, placement: Placement, defaultSystemPrompt: string): LineParts {
+function linePartsSql(messages: string, placement: Placement, defaultSystemPrompt: string | null): LineParts {
   const m = messages;
   const own = ownSystemSql(m);
   const line = (list: string) => `${sqlString(LINE_START)} || to_json(${list})::VARCHAR || ${sqlString(LINE_END)}`;
   if (placement === "system") {
     return { line: line(m), at: `CASE WHEN ${own} THEN ${LINE_START.length + SYSTEM_TEXT_START.length} ELSE ${LINE_START.length + 1} END` };
   }
-  const w = `(CASE WHEN ${own} THEN ${m} ELSE [{'role': 'system', 'content': ${sqlString(defaultSystemPrompt)}}] || ${m} END)`;
-  // The first user turn's index; ingest guarantees one, and the system message before it makes it at least 2.
+  const w =
+    defaultSystemPrompt === null ? m : `(CASE WHEN ${own} THEN ${m} ELSE [{'role': 'system', 'content': ${sqlString(defaultSystemPrompt)}}] || ${m} END)`;
+  // The first user turn's index; ingest guarantees one.
   const u = `list_position(list_transform(${w}, x -> x.role), 'user')`;
   // strlen counts bytes; the JSON before the user turn loses its closing bracket in the whole list's JSON.
+  const after = `${LINE_START.length} + strlen(to_json(${w}[1:${u} - 1])::VARCHAR) - 1 + ${USER_TEXT_START.length}`;
+  // Without a default system message a row's first turn may be the user's, with nothing before it.
   return {
     line: line(w),
-    at: `${LINE_START.length} + strlen(to_json(${w}[1:${u} - 1])::VARCHAR) - 1 + ${USER_TEXT_START.length}`,
+    at: defaultSystemPrompt === null ? `CASE WHEN ${u} = 1 THEN ${LINE_START.length + FIRST_USER_TEXT_START.length} ELSE ${after} END` : after,
   };
 }
 
@@ -93,16 +98,18 @@ export type InsertTable = [Buffer[], Buffer[]];
 export async function insertTable(
   store: RunStore,
   pool: PromptPool,
-  options: { placement: Placement; defaultSystemPrompt: string; separator: string },
+  options: { placement: Placement; defaultSystemPrompt: string | null; separator: string },
 ): Promise<InsertTable> {
-  const texts = [options.defaultSystemPrompt, ...pool.prompts, ...pool.prompts.map((p) => p + options.separator)];
+  const texts = [options.defaultSystemPrompt ?? "", ...pool.prompts, ...pool.prompts.map((p) => p + options.separator)];
   const [row] = await store.query(`SELECT list_transform(${sqlStringList(texts)}, t -> to_json(t)::VARCHAR) AS json`);
   const json = row!.json as string[];
   const systemMessage = (i: number) => Buffer.from(`{"role":"system","content":${json[i]}},`);
   const prefix = (i: number) => Buffer.from(json[1 + pool.prompts.length + i]!.slice(1, -1));
   const prefixes = [Buffer.alloc(0), ...pool.prompts.map((_, i) => prefix(i))];
   if (options.placement === "user_prefix") return [prefixes, prefixes];
-  return [[systemMessage(0), ...pool.prompts.map((_, i) => systemMessage(1 + i))], prefixes];
+  // A row without a prompt or a system message of its own gets the default one, or none where there is none.
+  const unprompted = options.defaultSystemPrompt === null ? Buffer.alloc(0) : systemMessage(0);
+  return [[unprompted, ...pool.prompts.map((_, i) => systemMessage(1 + i))], prefixes];
 }
 
 /** One arm, for recordsSql: which rows carry a prompt (SQL over `m`) and the pool they draw from. */
@@ -118,7 +125,7 @@ export interface ArmRecordSpec {
 export function recordsSql(options: {
   table: string;
   placement: Placement;
-  defaultSystemPrompt: string;
+  defaultSystemPrompt: string | null;
   seed: number;
   arms: readonly ArmRecordSpec[];
 }): string {

@@ -48,6 +48,8 @@ export async function resolveHubFiles(
   const type = options.type ?? "model";
   const cacheDir = options.cacheDir ?? getHFHubCachePath();
   const offline = options.offline ?? process.env.HF_HUB_OFFLINE === "1";
+  // HF_ENDPOINT is the variable huggingface_hub reads for a mirror; honour it the same way.
+  const hubUrl = options.hubUrl ?? process.env.HF_ENDPOINT;
 
   const snapshot = await cachedSnapshot(cacheDir, repo, type, revision);
   const missing: string[] = [];
@@ -69,7 +71,7 @@ export async function resolveHubFiles(
         path: file,
         revision,
         cacheDir,
-        ...(options.hubUrl ? { hubUrl: options.hubUrl } : {}),
+        ...(hubUrl ? { hubUrl } : {}),
         // The token is read here and handed to the library only: it never reaches a log or a file of ours.
         ...(process.env.HF_TOKEN ? { accessToken: process.env.HF_TOKEN } : {}),
       });

@@ -15,6 +15,8 @@ export interface RunOptions {
   force?: string | undefined;
   progress?: Progress;
   log?: (line: string) => void;
+  /** Called with each stage's report as soon as it is known (a failed run still tells what it did). */
+  onStage?: (report: StageReport) => void;
   /** The stage list; tests may pass their own. */
   stages?: readonly Stage[];
 }
@@ -35,6 +37,23 @@ export interface PipelineSummary {
   stages: StageReport[];
 }
 
+/**
+ * A stage asked for by name that would not run is an error, not a run that quietly stops short: a disabled stage
+ * (say what enables it), or a `--force` of a stage after the last one to run.
+ */
+function checkAskedStages(config: ResolvedConfig, stages: readonly Stage[], options: RunOptions, untilIndex: number, forceIndex: number): void {
+  for (const [flag, name] of [["--until", options.until], ["--force", options.force]] as const) {
+    const stage = stages.find((s) => s.name === name);
+    if (stage && !stage.enabled(config)) {
+      const asked = flag === "--force" ? `--force ${name}: ` : "";
+      throw new UserError(`${asked}this config does not enable stage ${name}${stage.enableWith ? `; to run it, ${stage.enableWith}` : ""}`);
+    }
+  }
+  if (forceIndex !== Infinity && forceIndex > untilIndex) {
+    throw new UserError(`--force ${options.force}: stage ${options.force} comes after ${options.until}, the last stage this command runs; force ${options.until} or an earlier stage, or run further`);
+  }
+}
+
 /** Runs the pipeline's stages in order, skipping the ones whose fingerprint is unchanged. */
 export async function runPipeline(config: ResolvedConfig, options: RunOptions = {}): Promise<PipelineSummary> {
   const stages = options.stages ?? STAGES;
@@ -46,12 +65,17 @@ export async function runPipeline(config: ResolvedConfig, options: RunOptions = 
   }
   const untilIndex = options.until ? names.indexOf(options.until) : stages.length - 1;
   const forceIndex = options.force ? names.indexOf(options.force) : Infinity;
+  checkAskedStages(config, stages, options, untilIndex, forceIndex);
   const progress = options.progress ?? silentProgress;
   const log = options.log ?? (() => {});
 
   const store = await RunStore.open(config.runDir, { threads: config.duckdb.threads, memoryLimit: config.duckdb.memory_limit });
   store.defineViews(stages.filter((s) => s.enabled(config)).flatMap((s) => s.views?.(config) ?? []));
   const reports: StageReport[] = [];
+  const record = (r: StageReport) => {
+    reports.push(r);
+    options.onStage?.(r);
+  };
   let anyRan = false;
   try {
     const manifest = await store.readManifest();
@@ -64,7 +88,7 @@ export async function runPipeline(config: ResolvedConfig, options: RunOptions = 
         if (manifest.get(stage.name)?.status !== "disabled") {
           await store.saveManifestEntry({ ...runningEntry(stage.name), status: "disabled" });
         }
-        reports.push(report(stage.name, "disabled"));
+        record(report(stage.name, "disabled"));
         continue;
       }
       const configHash = hashValue(stage.configSlice(config));
@@ -81,7 +105,7 @@ export async function runPipeline(config: ResolvedConfig, options: RunOptions = 
 
       const previous = manifest.get(stage.name);
       if (index < forceIndex && previous && (await isUpToDate(store, stage, config, previous, fingerprint))) {
-        reports.push({ ...report(stage.name, "skipped"), rows: previous.rows, counts: previous.counts, details: previous.details });
+        record({ ...report(stage.name, "skipped"), rows: previous.rows, counts: previous.counts, details: previous.details });
         continue;
       }
 
@@ -102,14 +126,14 @@ export async function runPipeline(config: ResolvedConfig, options: RunOptions = 
           finished_at: new Date().toISOString(),
         });
         await store.saveManifestEntry(entry);
-        reports.push({ stage: stage.name, status: "ran", rows: outcome.rows, seconds, counts: outcome.counts, details: entry.details });
+        record({ stage: stage.name, status: "ran", rows: outcome.rows, seconds, counts: outcome.counts, details: entry.details });
       } catch (error) {
         const seconds = (performance.now() - started) / 1000;
         const message = error instanceof Error ? error.message : String(error);
         // The error may carry counters (for example rows that failed); keep them beside the message.
         Object.assign(entry, { status: "failed", seconds, error: message, finished_at: new Date().toISOString() });
         await store.saveManifestEntry(entry);
-        reports.push({ ...report(stage.name, "failed"), seconds });
+        record({ ...report(stage.name, "failed"), seconds });
         if (isUserError(error)) {
           throw error instanceof StageError ? error : new StageError(stage.name, error.message, { cause: error });
         }
@@ -158,15 +182,7 @@ export async function runStatus(runDir: string): Promise<StageStatusLine[]> {
   if (!(await RunStore.existsAt(runDir))) {
     throw new UserError(`${runDir} is not a run directory (no run.duckdb); run \`inoculant run CONFIG\` first`);
   }
-  let store: RunStore;
-  try {
-    store = await RunStore.open(runDir);
-  } catch (error) {
-    if (/lock/i.test((error as Error).message)) {
-      throw new UserError(`a run is in progress in ${runDir} (run.duckdb is locked); wait for it, or stop it`);
-    }
-    throw error;
-  }
+  const store = await RunStore.open(runDir);
   try {
     const manifest = await store.readManifest();
     const known = new Set(stageNames());

@@ -31,6 +31,8 @@ export interface Stage {
   readonly after: readonly string[];
   /** Whether the config asks for this stage at all. */
   enabled(config: ResolvedConfig): boolean;
+  /** For a stage that can be disabled: what in the config enables it, for the error when one is asked for. */
+  readonly enableWith?: string;
   /** The part of the config that decides this stage's output. */
   configSlice(config: ResolvedConfig): unknown;
   /** Files outside the run directory that the stage reads. */

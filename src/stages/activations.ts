@@ -19,6 +19,7 @@ export const activationsStage: Stage = {
   version: 1,
   after: ["mix", "generate"],
   enabled: (c) => c.sae !== undefined,
+  enableWith: "add an `sae` section",
   configSlice: (c) => ({
     model: modelSlice(c),
     sae: c.sae,

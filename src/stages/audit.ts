@@ -33,6 +33,7 @@ export const auditStage: Stage = {
   version: 1,
   after: ["mix"],
   enabled: (c) => c.audit !== undefined,
+  enableWith: "add an `audit` section (`audit: {}` takes the defaults)",
   configSlice: (c) => ({ model: c.llm.judge?.model, audit: c.audit, seed: c.seed, trait: wantedTrait(c) }),
   inputFiles: () => [promptPath("audit-row"), promptPath("audit-prompt")],
   outputs: () => ["tables/audit_flags.parquet", "tables/audit_prompt.parquet"],

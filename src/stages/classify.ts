@@ -21,6 +21,7 @@ export const classifyStage: Stage = {
   version: 1,
   after: ["explain"],
   enabled: (c) => c.sae !== undefined || c.labels.import !== undefined,
+  enableWith: "add an `sae` section, or `labels.import`",
   configSlice: (c) => ({ model: c.llm.judge?.model, classify: c.classify, trait: traitText(c), import: c.labels.import ?? null }),
   inputFiles: (c) => [promptPath("classify"), ...(c.labels.import ? [c.labels.import] : [])],
   outputs: () => ["tables/feature_labels.parquet"],

@@ -17,6 +17,7 @@ export const explainStage: Stage = {
   version: 1,
   after: ["harvest"],
   enabled: (c) => c.sae !== undefined && c.labels.import === undefined,
+  enableWith: "add an `sae` section (and no `labels.import`, whose labels stand in for the descriptions)",
   configSlice: (c) => ({ model: c.llm.judge?.model, explain: c.explain }),
   inputFiles: () => [promptPath("explain")],
   outputs: () => ["tables/feature_descriptions.parquet"],

@@ -1,8 +1,8 @@
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { userConfig, type ResolvedConfig } from "../config/load.ts";
 import { writeArmFiles } from "../export/arm-files.ts";
-import { ARMS, armRowsSql, type ArmPrompt } from "../export/arms.ts";
+import { ARM_NAMES, ARMS, armRowsSql, type ArmPrompt } from "../export/arms.ts";
 import { insertTable, recordsSql } from "../export/line-parts.ts";
 import { promptPools } from "../export/prompt-pools.ts";
 import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
@@ -43,7 +43,7 @@ export interface ArmManifest {
   rows: number;
   bytes: number;
   /** How many rows carry which prompt; `kind` says where the prompt comes from. */
-  prompts: { kind: ArmPrompt | "default_system_prompt" | "own_system_prompt"; prompt: string | null; rows: number }[];
+  prompts: { kind: ArmPrompt | "default_system_prompt" | "no_system_prompt" | "own_system_prompt"; prompt: string | null; rows: number }[];
 }
 
 async function runExport({ config, store, progress }: StageContext): Promise<StageOutcome> {
@@ -93,7 +93,9 @@ async function runExport({ config, store, progress }: StageContext): Promise<Sta
       .map((prompt, i) => ({ kind: arm.definition.prompt, prompt, rows: byPrompt[0][i + 1]! + byPrompt[1][i + 1]! }))
       .sort((x, y) => (x.prompt < y.prompt ? -1 : x.prompt > y.prompt ? 1 : 0));
     const prompts: ArmManifest["prompts"] = [
-      { kind: "default_system_prompt", prompt: defaultSystemPrompt, rows: byPrompt[0][0]! },
+      defaultSystemPrompt === null
+        ? { kind: "no_system_prompt", prompt: null, rows: byPrompt[0][0]! }
+        : { kind: "default_system_prompt", prompt: defaultSystemPrompt, rows: byPrompt[0][0]! },
       { kind: "own_system_prompt", prompt: null, rows: byPrompt[1][0]! },
       ...prompted,
     ];
@@ -111,6 +113,10 @@ async function runExport({ config, store, progress }: StageContext): Promise<Sta
     ...(await llmFacts(config, store)),
   };
   await writeAtomically(join(exportsDir, "manifest.json"), (tmp) => writeFile(tmp, `${JSON.stringify(manifest, null, 2)}\n`));
+  // An arm the config no longer lists must not linger beside the others, built from another draw or prompt: a
+  // glob over exports/ would train on it. Only the files of arm names are ours to remove.
+  const dropped = ARM_NAMES.filter((name) => !config.export.arms.includes(name));
+  await Promise.all(dropped.map((name) => rm(join(exportsDir, `${name}.jsonl`), { force: true })));
   return { rows: Object.values(manifestArms).reduce((n, a) => n + a.rows, 0), counts, details: { config_hash: manifest.config_hash } };
 }
 

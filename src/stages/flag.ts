@@ -14,6 +14,7 @@ export const flagStage: Stage = {
   version: 1,
   after: ["activations", "classify"],
   enabled: (c) => c.sae !== undefined,
+  enableWith: "add an `sae` section",
   configSlice: (c) => c.flag,
   inputFiles: () => [],
   outputs: () => ["tables/flags.parquet"],

@@ -20,6 +20,7 @@ export const generateStage: Stage = {
   version: 1,
   after: ["mix"],
   enabled: (c) => c.llm.generator !== undefined,
+  enableWith: "set `llm.generator`",
   configSlice: (c) => ({
     model: c.llm.generator?.model,
     generate: c.generate,
@@ -35,10 +36,11 @@ export const generateStage: Stage = {
  * The request's messages: the row up to and including its last user turn, with the default system prompt put
  * first when the row has no system message (sent explicitly, so every server answers under the same prompt).
  */
-export function generationMessages(messages: readonly ChatMessage[], defaultSystemPrompt: string): ChatMessage[] {
+export function generationMessages(messages: readonly ChatMessage[], defaultSystemPrompt: string | null): ChatMessage[] {
   const lastUser = messages.map((m) => m.role).lastIndexOf("user");
   const prompt = messages.slice(0, lastUser + 1);
-  return prompt[0]?.role === "system" ? prompt : [{ role: "system", content: defaultSystemPrompt }, ...prompt];
+  if (prompt[0]?.role === "system" || defaultSystemPrompt === null) return prompt;
+  return [{ role: "system", content: defaultSystemPrompt }, ...prompt];
 }
 
 async function runGenerate(ctx: StageContext): Promise<StageOutcome> {

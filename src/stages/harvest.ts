@@ -21,6 +21,7 @@ export const harvestStage: Stage = {
   version: 1,
   after: ["activations"],
   enabled: (c) => c.sae !== undefined,
+  enableWith: "add an `sae` section",
   configSlice: (c) => ({ model: modelSlice(c), sae: c.sae, harvest: c.harvest, device: c.sidecar.device, system_prompt: c.model.default_system_prompt }),
   inputFiles: (c) => c.harvest.corpora.map((k) => k.path).filter((p) => !p.startsWith("hf://")),
   outputs: () => ["tables/feature_examples.parquet"],

@@ -1,4 +1,5 @@
 import type { SourceSpec } from "../config/load.ts";
+import { StageError } from "../errors.ts";
 import { fillTempTable } from "../llm/temp-table.ts";
 import type { RunStore } from "../store/run-store.ts";
 import { sqlIdent, sqlString } from "../store/sql.ts";
@@ -127,6 +128,17 @@ async function fastParquet({ store, source, verdicts, onProgress }: FastReadCont
   try {
     types = new Map((await store.query(parquetTypesSql(source))).map((r) => [String(r.column_name), String(r.column_type)]));
   } catch {
+    // A file without the column at all is wrong as a whole: one message, not one verdict per row.
+    const columns = await store
+      .query(`DESCRIBE SELECT * FROM read_parquet(${sqlString(source.path)})`)
+      .then((rows) => rows.map((r) => String(r.column_name)), () => null);
+    if (columns && !columns.includes("messages")) {
+      throw new StageError(
+        "ingest",
+        `${source.path}: no "messages" column (its columns: ${columns.join(", ")}); each row needs a messages list of ` +
+          `{role, content}: write the conversations into a column of that name`,
+      );
+    }
     return null; // no messages list of structs with a role and a content: the exact validator says what is wrong
   }
   const typed = types.get("role") === "VARCHAR" && types.get("content") === "VARCHAR" && types.get("messages")!.endsWith("[]");

@@ -1,4 +1,5 @@
 import { StageError } from "../errors.ts";
+import { closeSync, openSync, readSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
 import type { DerivedView } from "../store/run-store.ts";
@@ -68,7 +69,9 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
     const onProgress = (p: number) => check.percent((100 * i + p) / sources.length);
     const scanned = source.format === "jsonl" ? scanLines(source.path) : null;
     scanned?.catch(() => undefined); // awaited where it is needed; an error surfaces there
-    const read = await fastRead({ store, source, index: i, verdicts: "ingest_lines", table: sourceTable(source), onProgress, scanned });
+    const read = await fastRead({ store, source, index: i, verdicts: "ingest_lines", table: sourceTable(source), onProgress, scanned }).catch(
+      (error: Error) => Promise.reject(unreadableSource(source, error)),
+    );
     if (read !== null) {
       fast.set(source.name, read);
       counts[`read_${source.name}`] = read.records;
@@ -77,12 +80,14 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
       onProgress(100);
       continue;
     }
-    await store.runWithProgress(
-      `INSERT INTO ingest_lines SELECT ${sqlString(source.name)}, line, blank, reason,
-         CASE WHEN reason IS NOT NULL THEN left(raw, 200) END
-       FROM (${validatedSql(source)})`,
-      onProgress,
-    );
+    await store
+      .runWithProgress(
+        `INSERT INTO ingest_lines SELECT ${sqlString(source.name)}, line, blank, reason,
+           CASE WHEN reason IS NOT NULL THEN left(raw, 200) END
+         FROM (${validatedSql(source)})`,
+        onProgress,
+      )
+      .catch((error: Error) => Promise.reject(unreadableSource(source, error)));
     if (scanned) physicalLines.set(source.name, (await scanned).lines);
   }
   check.finish();
@@ -147,6 +152,43 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
   // Which reader each source took: the typed one is several times faster, so a slow ingest can be explained.
   const readers = Object.fromEntries(sources.map((s) => [s.name, fast.has(s.name) ? "typed" : "line by line"]));
   return { rows: kept, counts, details: { readers } };
+}
+
+/**
+ * A source file that no reader can take row by row (not UTF-8 text, not Parquet): the file as a whole is wrong,
+ * so no `on_bad_row` setting applies, and the message says how to fix it. Other errors are left as they are.
+ */
+export function unreadableSource(source: SourceSpec, error: Error): Error {
+  const field = `sources.${source.name}`;
+  const magic = (() => {
+    try {
+      const head = Buffer.alloc(4);
+      const fd = openSync(source.path, "r");
+      try {
+        readSync(fd, head, 0, 4, 0);
+      } finally {
+        closeSync(fd);
+      }
+      return head.toString("latin1");
+    } catch {
+      return "";
+    }
+  })();
+  if (source.format === "jsonl" && /not utf-8 encoded|invalid unicode/i.test(error.message)) {
+    const line = /Error on Line: (\d+)/.exec(error.message)?.[1];
+    const fix =
+      magic === "PAR1"
+        ? `it is a Parquet file: name it .parquet or set ${field}.format: parquet`
+        : `convert it to UTF-8, for example: iconv -f latin1 -t utf-8 ${source.path} > converted.jsonl`;
+    return new StageError("ingest", `${source.path}${line ? `:${line} (line ${line})` : ""}: not UTF-8 text; ${fix}`, { cause: error });
+  }
+  if (source.format === "parquet" && /magic bytes|not a parquet file|parquet.*(corrupt|truncated|invalid)/i.test(error.message)) {
+    const fix = magic.startsWith("{")
+      ? `it looks like JSONL: name it .jsonl or set ${field}.format: jsonl`
+      : "the file is not Parquet, or is incomplete (an interrupted download or copy ends like this); write or fetch it again";
+    return new StageError("ingest", `${source.path}: not a readable Parquet file; ${fix}`, { cause: error });
+  }
+  return error;
 }
 
 /**

@@ -21,6 +21,7 @@ export const rephraseStage: Stage = {
   version: 1,
   after: ["audit", "synthesize"],
   enabled: (c) => c.rephrase.k > 0,
+  enableWith: "set `rephrase.k` above 0",
   configSlice: (c) => ({
     model: c.llm.judge?.model,
     rephrase: c.rephrase,

@@ -17,6 +17,7 @@ export const synthesizeStage: Stage = {
   version: 1,
   after: ["classify"],
   enabled: (c) => c.sae !== undefined && c.llm.judge !== undefined,
+  enableWith: "add an `sae` section and `llm.judge`",
   configSlice: (c) => ({ model: c.llm.judge?.model, synthesize: c.synthesize, trait: traitText(c) }),
   inputFiles: () => [promptPath("synthesize")],
   outputs: () => ["tables/sae_prompt.parquet"],

@@ -1,6 +1,7 @@
 import { mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
+import { UserError } from "../errors.ts";
 import { exists, writeAtomically } from "../util/fs.ts";
 import { sqlIdent, sqlString } from "./sql.ts";
 
@@ -75,7 +76,10 @@ export class RunStore {
   ) {}
 
   static async open(dir: string, settings: StoreSettings = {}): Promise<RunStore> {
-    await mkdir(join(dir, "tables"), { recursive: true });
+    await mkdir(join(dir, "tables"), { recursive: true }).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== "ENOTDIR" && error.code !== "EEXIST") throw error;
+      throw new UserError(`${dir}: not a folder; give the run directory (--run-dir or run_dir) a folder's path, new or from an earlier run`);
+    });
     const options: Record<string, string> = {
       // Only the built-in extensions (parquet, json) exist offline.
       autoinstall_known_extensions: "false",
@@ -84,7 +88,9 @@ export class RunStore {
     // Unset, DuckDB takes up to 80% of RAM; pipelines pass `duckdb.memory_limit` (1 GB by default), and beyond it
     // sorts and joins spill to the run directory. No stage sorts wide rows, so chat datasets fit (bench/mix.ts).
     if (settings.memoryLimit) options.memory_limit = settings.memoryLimit;
-    const instance = await DuckDBInstance.create(join(dir, "run.duckdb"), options);
+    const instance = await DuckDBInstance.create(join(dir, "run.duckdb"), options).catch((error: Error) => {
+      throw catalogOpenError(dir, error);
+    });
     const db = await instance.connect();
     // Spill to the run directory, not the system temp folder, so large sorts stay on the run's disk.
     await db.run(`SET temp_directory = ${sqlString(join(dir, ".duckdb-tmp"))}`);
@@ -300,4 +306,19 @@ function plainRow(row: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(row)) out[k] = typeof v === "bigint" ? Number(v) : v;
   return out;
+}
+
+/** What a user can do about a catalog that does not open; any other failure is a bug and keeps its own error. */
+function catalogOpenError(dir: string, error: Error): Error {
+  if (/Could not set lock|Conflicting lock/i.test(error.message)) {
+    return new UserError(`a run is in progress in ${dir} (run.duckdb is locked); wait for it, or stop it`, { cause: error });
+  }
+  if (/not a valid DuckDB database|created with an? (older|newer)|storage version/i.test(error.message)) {
+    return new UserError(
+      `${join(dir, "run.duckdb")} is not a catalog this DuckDB can open (${error.message.replace(/^\w+ Error: /, "")}); ` +
+        `move the run directory aside and run again, or choose another run directory`,
+      { cause: error },
+    );
+  }
+  return error;
 }
