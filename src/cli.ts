@@ -89,7 +89,7 @@ export function buildProgram(): Command {
     .command("status")
     .argument("<run-dir>", "a run directory")
     .option("--json", "print JSON")
-    .description("show each stage: done / pending / failed / interrupted / disabled, rows, time")
+    .description("show each stage: done / pending / running / failed / interrupted / disabled, rows, time")
     .action(async (runDir: string, flags: { json?: boolean }) => {
       const lines = await runStatus(runDir);
       process.stdout.write(flags.json ? `${JSON.stringify(lines, null, 2)}\n` : formatStatus(lines));

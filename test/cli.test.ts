@@ -93,7 +93,7 @@ describe("CLI", () => {
     expect(JSON.parse(bad.stdout)).toEqual({ runDir: null, stages: [], error: { message: expect.stringMatching(/nope\.yaml does not exist/), user_error: true } });
   });
 
-  it("says what is wrong with a run directory that is a file, holds no catalog, or is in use", async () => {
+  it("says what is wrong with a run directory that is a file, holds no catalog, or is in use; status works during a run", async () => {
     const dir = await project();
     const file = cli(["run", "pipeline.yaml", "--run-dir", "pipeline.yaml"], dir);
     expect(file.code).toBe(1);
@@ -109,10 +109,11 @@ describe("CLI", () => {
     }
 
     expect(cli(["run", "pipeline.yaml", "--run-dir", "busy"], dir).code).toBe(0);
-    // Another process holds the catalog, as a run in progress does.
-    const holder = spawn(process.execPath, ["--input-type=module", "-e", `
-      import { DuckDBInstance } from "@duckdb/node-api";
-      await DuckDBInstance.create(${JSON.stringify(join(dir, "busy", "run.duckdb"))});
+    // Another process holds the catalog, as a run in progress does, and is on export.
+    const holder = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", `
+      const { RunStore, runningEntry } = await import("./src/store/run-store.ts");
+      const store = await RunStore.open(${JSON.stringify(join(dir, "busy"))});
+      await store.saveManifestEntry(runningEntry("export"));
       process.stdout.write("holding\\n");
       setInterval(() => {}, 1000);`], { cwd: REPO, stdio: ["ignore", "pipe", "inherit"] });
     try {
@@ -123,6 +124,13 @@ describe("CLI", () => {
       const r = cli(["run", "pipeline.yaml", "--run-dir", "busy", "--force", "export"], dir);
       expect(r.code).toBe(1);
       expect(r.stderr).toMatch(/^inoculant: a run is in progress in .*busy \(run\.duckdb is locked\); wait for it, or stop it\n$/);
+      // `status` cannot open the catalog either, so it shows the copy the run keeps of it.
+      const status = cli(["status", "busy", "--json"], dir);
+      expect(status.code).toBe(0);
+      const lines = JSON.parse(status.stdout) as { stage: string; status: string; rows: number | null; seconds: number | null }[];
+      expect(lines.find((l) => l.stage === "mix")).toMatchObject({ status: "done", rows: 24 });
+      expect(lines.find((l) => l.stage === "export")).toMatchObject({ status: "running", rows: null });
+      expect(lines.find((l) => l.stage === "export")!.seconds).toBeGreaterThanOrEqual(0);
     } finally {
       holder.kill();
     }

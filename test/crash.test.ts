@@ -46,8 +46,14 @@ describe("opening a run directory", () => {
     const run = join(await tempDir(), "run");
     const first = await RunStore.open(run);
     first.close();
-    const leftovers = ["tables/.mixed.parquet.tmp-4242", "exports/.baseline.jsonl.tmp-4242", "exports/.buckets-4242/3.records", ".stream-Ab12/rows"];
-    const kept = ["tables/mixed.parquet", "exports/baseline.jsonl", "exports/manifest.json"];
+    const leftovers = [
+      "tables/.mixed.parquet.tmp-4242",
+      "exports/.baseline.jsonl.tmp-4242",
+      "exports/.buckets-4242/3.records",
+      ".stream-Ab12/rows",
+      ".status.json.tmp-4242",
+    ];
+    const kept = ["tables/mixed.parquet", "exports/baseline.jsonl", "exports/manifest.json", "status.json"];
     for (const path of [...leftovers, ...kept]) {
       await mkdir(dirname(join(run, path)), { recursive: true });
       await writeFile(join(run, path), "x");

@@ -48,9 +48,11 @@ describe("resume", () => {
     const config = await pairConfig(await tempDir());
     expect(statuses(await runPipeline(config, { until: "mix" }))).toEqual({ ingest: "ran", mix: "ran" });
     const shown = (await runStatus(config.runDir)).map((l) => [l.stage, l.status]);
-    expect(shown.filter(([stage]) => ["ingest", "mix", "export", "report"].includes(stage!))).toEqual([
+    expect(shown.filter(([stage]) => ["ingest", "mix", "audit", "export", "report"].includes(stage!))).toEqual([
       ["ingest", "done"],
       ["mix", "done"],
+      // Past --until too, a stage the config leaves out is shown as such, not as still to run.
+      ["audit", "disabled"],
       ["export", "pending"],
       ["report", "pending"],
     ]);

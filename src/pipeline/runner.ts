@@ -2,7 +2,7 @@ import { join } from "node:path";
 import type { ResolvedConfig } from "../config/load.ts";
 import { StageError, UserError, isUserError } from "../errors.ts";
 import { silentProgress, type Progress } from "../progress.ts";
-import { RunStore, runningEntry, type ManifestEntry } from "../store/run-store.ts";
+import { CatalogLockedError, RunStore, runningEntry, type ManifestEntry } from "../store/run-store.ts";
 import { exists, fileFingerprint } from "../util/fs.ts";
 import { hashValue } from "../util/hash.ts";
 import type { Stage } from "./stage.ts";
@@ -79,15 +79,15 @@ export async function runPipeline(config: ResolvedConfig, options: RunOptions = 
   let anyRan = false;
   try {
     const manifest = await store.readManifest();
+    // Recorded first, for every stage (past --until, or past a stage that fails, too), so that `status` can tell
+    // "not asked for" from "not run yet"; written only when it changes, so a rerun that does nothing touches no file.
+    for (const stage of stages.filter((s) => !s.enabled(config) && manifest.get(s.name)?.status !== "disabled")) {
+      await store.saveManifestEntry({ ...runningEntry(stage.name), status: "disabled" });
+    }
     const fingerprints = new Map<string, string>();
     for (const [index, stage] of stages.entries()) {
       if (index > untilIndex) break;
       if (!stage.enabled(config)) {
-        // Recorded so `status` can tell "not asked for" from "not run yet"; written only when it changes, so a
-        // rerun that does nothing still touches no file.
-        if (manifest.get(stage.name)?.status !== "disabled") {
-          await store.saveManifestEntry({ ...runningEntry(stage.name), status: "disabled" });
-        }
         record(report(stage.name, "disabled"));
         continue;
       }
@@ -168,8 +168,11 @@ function report(stage: string, status: StageRunStatus): StageReport {
 
 export interface StageStatusLine {
   stage: string;
-  /** `interrupted`: the last run of the stage was killed before it finished. */
-  status: "done" | "pending" | "failed" | "interrupted" | "disabled";
+  /**
+   * `interrupted`: the last run of the stage was killed before it finished. `running`: a run in progress is on it
+   * (its time so far in `seconds`).
+   */
+  status: "done" | "pending" | "failed" | "interrupted" | "disabled" | "running";
   rows: number | null;
   seconds: number | null;
   counts: Record<string, number>;
@@ -182,28 +185,51 @@ export async function runStatus(runDir: string): Promise<StageStatusLine[]> {
   if (!(await RunStore.existsAt(runDir))) {
     throw new UserError(`${runDir} is not a run directory (no run.duckdb); run \`inoculant run CONFIG\` first`);
   }
-  const store = await RunStore.open(runDir);
+  let store: RunStore;
   try {
-    const manifest = await store.readManifest();
-    const known = new Set(stageNames());
-    // An eval's run directory holds one `eval:<model>` entry a model and no pipeline stage: show just those.
-    const pipeline = manifest.size === 0 || [...manifest.keys()].some((n) => known.has(n));
-    const lines: StageStatusLine[] = [];
-    for (const name of [...(pipeline ? stageNames() : []), ...[...manifest.keys()].filter((n) => !known.has(n))]) {
-      const e = manifest.get(name);
-      lines.push({
-        stage: name,
-        // A run in progress holds run.duckdb's lock, so a "running" entry seen here was left by a killed run.
-        status: !e ? "pending" : e.status === "running" ? "interrupted" : e.status,
-        rows: e?.rows ?? null,
-        seconds: e?.seconds ?? null,
-        counts: e?.counts ?? {},
-        details: e?.details ?? {},
-        error: e?.error ?? null,
-      });
-    }
-    return lines;
+    store = await RunStore.open(runDir);
+  } catch (error) {
+    // A run in progress holds the catalog: show what it last mirrored, with the stage it is on as running.
+    const mirror = error instanceof CatalogLockedError ? await RunStore.readMirror(runDir) : null;
+    if (!mirror) throw error;
+    const now = Date.now();
+    return statusLines(new Map(mirror.map((e) => [e.stage, e])), (e) => ({
+      status: "running",
+      seconds: e.running_since ? (now - Date.parse(e.running_since)) / 1000 : null,
+    }));
+  }
+  try {
+    // Holding the lock ourselves, no run is in progress: a "running" entry was left by a killed run.
+    return statusLines(await store.readManifest(), () => ({ status: "interrupted", seconds: null }));
   } finally {
     store.close();
   }
+}
+
+/**
+ * Each known stage's line, and each other entry's (an eval's models); `running` says how to show an entry still
+ * marked running.
+ */
+function statusLines<E extends ManifestEntry>(
+  manifest: Map<string, E>,
+  running: (entry: E) => Pick<StageStatusLine, "status" | "seconds">,
+): StageStatusLine[] {
+  const known = new Set(stageNames());
+  // An eval's run directory holds one `eval:<model>` entry a model and no pipeline stage: show just those.
+  const pipeline = manifest.size === 0 || [...manifest.keys()].some((n) => known.has(n));
+  const lines: StageStatusLine[] = [];
+  for (const name of [...(pipeline ? stageNames() : []), ...[...manifest.keys()].filter((n) => !known.has(n))]) {
+    const e = manifest.get(name);
+    lines.push({
+      stage: name,
+      status: !e ? "pending" : e.status,
+      rows: e?.rows ?? null,
+      seconds: e?.seconds ?? null,
+      counts: e?.counts ?? {},
+      details: e?.details ?? {},
+      error: e?.error ?? null,
+      ...(e?.status === "running" ? running(e) : {}),
+    });
+  }
+  return lines;
 }

@@ -1,4 +1,4 @@
-import { mkdir, readdir, rm } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
 import { UserError } from "../errors.ts";
@@ -23,6 +23,14 @@ export interface ManifestEntry {
   seconds: number | null;
   finished_at: string | null;
   error: string | null;
+}
+
+/** The copy of the manifest that `status` reads while a run holds the catalog (see mirrorManifest). */
+export const STATUS_MIRROR = "status.json";
+
+export interface MirroredEntry extends ManifestEntry {
+  /** For a running stage, when it started (ISO time); null otherwise. */
+  running_since: string | null;
 }
 
 /** A manifest entry for a stage that has just started: what a killed run leaves, shown as `interrupted`. */
@@ -68,6 +76,9 @@ export interface DerivedView {
  */
 export class RunStore {
   private readonly views = new Map<string, DerivedView>();
+
+  /** When each stage now running started (for the mirror: the catalog's entry has no start time). */
+  private readonly runningSince = new Map<string, string>();
 
   private constructor(
     readonly dir: string,
@@ -255,6 +266,26 @@ export class RunStore {
       e.error === null ? "NULL" : sqlString(e.error),
     ];
     await this.run(`INSERT OR REPLACE INTO manifest VALUES (${values.join(", ")})`);
+    if (e.status === "running") this.runningSince.set(e.stage, new Date().toISOString());
+    else this.runningSince.delete(e.stage);
+    await this.mirrorManifest();
+  }
+
+  /**
+   * Copies the manifest into status.json after every change. While a run holds run.duckdb, DuckDB lets no other
+   * process open it, not even to read, so `status` reads this copy instead.
+   */
+  private async mirrorManifest(): Promise<void> {
+    const entries = [...(await this.readManifest()).values()].map((e) => ({ ...e, running_since: this.runningSince.get(e.stage) ?? null }));
+    const text = `${JSON.stringify({ format: 1, entries }, null, 2)}\n`;
+    await writeAtomically(join(this.dir, STATUS_MIRROR), (tmp) => writeFile(tmp, text));
+  }
+
+  /** The manifest as the run holding `dir` last mirrored it, or null where there is no mirror. */
+  static async readMirror(dir: string): Promise<MirroredEntry[] | null> {
+    const text = await readFile(join(dir, STATUS_MIRROR), "utf8").catch(() => null);
+    if (text === null) return null;
+    return (JSON.parse(text) as { entries: MirroredEntry[] }).entries;
   }
 
   /**
@@ -289,7 +320,7 @@ export class RunStore {
  * export under its temporary name, export buckets, a stream's pipe). Never a finished output.
  */
 const LEFTOVERS: readonly (readonly [string, RegExp])[] = [
-  [".", /^\.stream-/],
+  [".", /^\.stream-|^\.status\.json\.tmp-\d+$/],
   ["tables", /^\..+\.tmp-\d+$/],
   ["exports", /^\..+\.tmp-\d+$|^\.buckets-\d+$/],
 ];
@@ -310,9 +341,7 @@ function plainRow(row: Record<string, unknown>): Record<string, unknown> {
 
 /** What a user can do about a catalog that does not open; any other failure is a bug and keeps its own error. */
 function catalogOpenError(dir: string, error: Error): Error {
-  if (/Could not set lock|Conflicting lock/i.test(error.message)) {
-    return new UserError(`a run is in progress in ${dir} (run.duckdb is locked); wait for it, or stop it`, { cause: error });
-  }
+  if (/Could not set lock|Conflicting lock/i.test(error.message)) return new CatalogLockedError(dir, { cause: error });
   if (/not a valid DuckDB database|created with an? (older|newer)|storage version/i.test(error.message)) {
     return new UserError(
       `${join(dir, "run.duckdb")} is not a catalog this DuckDB can open (${error.message.replace(/^\w+ Error: /, "")}); ` +
@@ -321,4 +350,11 @@ function catalogOpenError(dir: string, error: Error): Error {
     );
   }
   return error;
+}
+
+/** Another process (a run in progress) holds run.duckdb. */
+export class CatalogLockedError extends UserError {
+  constructor(dir: string, options?: { cause?: unknown }) {
+    super(`a run is in progress in ${dir} (run.duckdb is locked); wait for it, or stop it`, options);
+  }
 }
