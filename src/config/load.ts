@@ -4,7 +4,6 @@ import { parseDocument } from "yaml";
 import { z } from "zod";
 import { UserError } from "../errors.ts";
 import { parseHubRef, resolveHubFiles } from "../hub/resolve.ts";
-import { exists } from "../util/fs.ts";
 import { ARMS, defaultArms, type ArmName } from "../export/arms.ts";
 import { positiveTraitKind } from "../traits/registry.ts";
 import type { LlmRoleName } from "./llm-schema.ts";

@@ -158,22 +158,9 @@ async function runIngest({ config, store, progress }: StageContext): Promise<Sta
  * A source file that no reader can take row by row (not UTF-8 text, not Parquet): the file as a whole is wrong,
  * so no `on_bad_row` setting applies, and the message says how to fix it. Other errors are left as they are.
  */
-export function unreadableSource(source: SourceSpec, error: Error): Error {
+function unreadableSource(source: SourceSpec, error: Error): Error {
   const field = `sources.${source.name}`;
-  const magic = (() => {
-    try {
-      const head = Buffer.alloc(4);
-      const fd = openSync(source.path, "r");
-      try {
-        readSync(fd, head, 0, 4, 0);
-      } finally {
-        closeSync(fd);
-      }
-      return head.toString("latin1");
-    } catch {
-      return "";
-    }
-  })();
+  const magic = fileStart(source.path);
   if (source.format === "jsonl" && /not utf-8 encoded|invalid unicode/i.test(error.message)) {
     const line = /Error on Line: (\d+)/.exec(error.message)?.[1];
     const fix =
@@ -189,6 +176,21 @@ export function unreadableSource(source: SourceSpec, error: Error): Error {
     return new StageError("ingest", `${source.path}: not a readable Parquet file; ${fix}`, { cause: error });
   }
   return error;
+}
+
+/** A file's first four bytes as text ("PAR1" for Parquet), or "" when it cannot be read. */
+function fileStart(path: string): string {
+  try {
+    const head = Buffer.alloc(4);
+    const fd = openSync(path, "r");
+    try {
+      return head.toString("latin1", 0, readSync(fd, head, 0, 4, 0));
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return "";
+  }
 }
 
 /**
