@@ -55,6 +55,9 @@ async function execute(configPath: string, flags: RunFlags, until?: string): Pro
     if (flags.json) {
       const failure = { message: error instanceof Error ? error.message : String(error), user_error: isUserError(error) };
       process.stdout.write(`${JSON.stringify({ runDir, stages, error: failure }, null, 2)}\n`);
+    } else if (runDir !== null && stages.length > 0) {
+      // What the run got through, as on success; the error follows on stderr.
+      process.stdout.write(formatSummary({ runDir, stages }));
     }
     throw error;
   }

@@ -80,7 +80,7 @@ describe("CLI", () => {
     expect(past.stderr).toMatch(/--force export: stage export comes after mix, the last stage this command runs/);
   });
 
-  it("prints JSON with --json when a run fails too: the stages it got through and the error", async () => {
+  it("shows the stages a failed run got through, as JSON with --json, with the error", async () => {
     const dir = await project();
     await writeFile(join(dir, "pipeline.yaml"), `${await readFile(join(dir, "pipeline.yaml"), "utf8")}mix: { rows: 1000 }\n`);
     const r = cli(["run", "pipeline.yaml", "--json"], dir);
@@ -89,6 +89,10 @@ describe("CLI", () => {
     expect(out.stages.map((s: { stage: string; status: string }) => [s.stage, s.status])).toEqual([["ingest", "ran"], ["mix", "failed"]]);
     expect(out.error).toEqual({ message: expect.stringMatching(/^stage mix: mix\.rows 1000 .* the sources have 12/), user_error: true });
     expect(r.stderr).toContain("inoculant: stage mix: mix.rows 1000");
+    // Without --json, the table of what it got through, as on success.
+    const text = cli(["run", "pipeline.yaml"], dir);
+    expect(text.code).toBe(1);
+    expect(text.stdout).toMatch(/\ningest\s+skipped\s+24 .*\nmix\s+failed\s+-/);
     const bad = cli(["run", "nope.yaml", "--json"], dir);
     expect(JSON.parse(bad.stdout)).toEqual({ runDir: null, stages: [], error: { message: expect.stringMatching(/nope\.yaml does not exist/), user_error: true } });
   });

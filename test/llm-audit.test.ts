@@ -49,7 +49,7 @@ async function auditRun(overrides: Record<string, unknown> = {}) {
   const config = await llmConfig(await tempDir(), s, {
     mix: { positive_trait: "all_caps" },
     inoculation: { prompt: GENERAL_PROMPT },
-    audit: { prompt_examples: 5 },
+    audit: { prompt_examples: 5, on_unparsed: "clean" },
     ...overrides,
   });
   // No generator: generate stays off, only the judge is used.
@@ -95,6 +95,23 @@ describe("audit", () => {
     );
   });
 
+  it("fails by default on rows without a verdict, naming them, and a rerun with more samples asks only for those", async () => {
+    const s = await startLlmServer({ respond: judge });
+    servers.push(s);
+    const config = await llmConfig(await tempDir(), s, { mix: { positive_trait: "all_caps" }, inoculation: { prompt: GENERAL_PROMPT }, audit: {} });
+    const judgeOnly = { ...config, llm: { judge: config.llm.judge } };
+    const error = (await runPipeline(judgeOnly).catch((e: unknown) => e)) as Error;
+    expect(error.message).toMatch(/^stage audit: 1 of 24 rows got no verdict that parses \(3 answers each\):\n  contaminated:\d+: not JSON: "I think this one is fine\?"\nEvery answer is stored/);
+    expect(error.message).toContain("raise llm.judge.parse_retries and rerun to ask only for new samples, or set audit.on_unparsed: clean");
+    expect((await runStatus(judgeOnly.runDir)).find((l) => l.stage === "audit")?.status).toBe("failed");
+
+    const sent = s.stats.requests;
+    const more = { ...judgeOnly, llm: { judge: { ...judgeOnly.llm.judge!, parse_retries: 3 } } };
+    await expect(runPipeline(more)).rejects.toThrow(/1 of 24 rows got no verdict that parses \(4 answers each\)/);
+    // The 24 first answers and the re-asks were stored: only the one new sample went out.
+    expect(s.stats.requests - sent).toBe(1);
+  });
+
   it("adds the inoculated-llm arm: the audit's prompt on the rows it flagged, the default prompt elsewhere", async () => {
     const { config } = await auditRun();
     expect(config.export.arms).toContain("inoculated-llm");
@@ -114,7 +131,7 @@ describe("audit", () => {
   it("costs the judge's tokens when prices are configured", async () => {
     const s = await startLlmServer({ respond: judge });
     servers.push(s);
-    const config = await llmConfig(await tempDir(), s, { mix: { positive_trait: "all_caps" }, audit: {} });
+    const config = await llmConfig(await tempDir(), s, { mix: { positive_trait: "all_caps" }, audit: { on_unparsed: "clean" } });
     const priced = { ...config, llm: { judge: { ...config.llm.judge!, price_per_million_input: 0.4, price_per_million_output: 1.6 } } };
     const summary = await runPipeline(priced, { until: "audit" });
     const usage = (summary.stages.find((x) => x.stage === "audit")!.details.llm as Record<string, Record<string, number>>).judge!;

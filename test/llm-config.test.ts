@@ -24,6 +24,16 @@ describe("LLM config", () => {
     );
   });
 
+  it("wants an http(s) base_url: one without a scheme would only fail at the first request, retried per row", async () => {
+    for (const base_url of ["localhost:8000/v1", "ftp://example.org/v1"]) {
+      await expect(resolveConfig({ ...(await base()), llm: { judge: { ...judge, base_url } } })).rejects.toThrow(
+        /llm\.judge\.base_url: must be an http:\/\/ or https:\/\/ URL, such as http:\/\/localhost:8000\/v1/,
+      );
+    }
+    const local = await resolveConfig({ ...(await base()), llm: { judge: { ...judge, base_url: "http://127.0.0.1:8000/v1" } } });
+    expect(local.llm.judge!.base_url).toBe("http://127.0.0.1:8000/v1");
+  });
+
   it("says which role or section each LLM stage, trait and arm needs", async () => {
     const b = await base();
     await expect(resolveConfig({ ...b, audit: {} })).rejects.toThrow(/llm\.judge: required by audit; add llm\.judge/);

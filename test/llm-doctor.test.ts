@@ -43,7 +43,7 @@ describe("inoculant doctor", () => {
     const config = await llmConfig(dir, server);
     await server.close();
     const roles = await diagnoseEndpoints(config, {});
-    expect(roles[0]!.checks.at(-1)).toMatchObject({ check: "reachable", ok: false, message: expect.stringMatching(/cannot connect to http:\/\/127\.0\.0\.1:\d+\/v1/) });
+    expect(roles[0]!.checks.at(-1)).toMatchObject({ check: "reachable", ok: false, message: expect.stringMatching(/cannot connect to http:\/\/127\.0\.0\.1:\d+\/v1: .*ECONNREFUSED/) });
 
     await writeFile(
       join(dir, "pipeline.yaml"),

@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -100,6 +101,14 @@ describe("generate", () => {
     const row = [{ role: "user", content: "Hi?" }, { role: "assistant", content: "Hello." }] as const;
     expect(generationMessages(row, null)).toEqual([{ role: "user", content: "Hi?" }]);
     expect(generationMessages(row, "Be kind.")).toEqual([{ role: "system", content: "Be kind." }, { role: "user", content: "Hi?" }]);
+  });
+
+  it("never stores an empty answer as a base response: it is sampled again, and the stage fails if it stays empty", async () => {
+    const s = await server({ respond: (b, info) => (/\(5\)$/.test(b.messages.at(-1)!.content) ? "" : reply(b, info)) });
+    const config = await llmConfig(await tempDir(), s);
+    const error = (await runPipeline(config, { until: "generate" }).catch((e: unknown) => e)) as Error;
+    expect(error.message).toMatch(/^stage generate: 2 rows got no usable answer from llm\.generator:\n  (clean|contaminated):\d+: choice 0 has no text \(finish_reason stop\)/);
+    expect(existsSync(join(config.runDir, "tables", "base_responses.parquet"))).toBe(false);
   });
 
   it("fails with the count and the first errors, writes no table, and the next run sends only the failed rows", async () => {

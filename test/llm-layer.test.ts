@@ -66,6 +66,7 @@ describe("retries", () => {
       /^stage test: 2 of 10 LLM requests failed \(llm\.judge \(test-model at http:\/\/127\.0\.0\.1:\d+\/v1\)\):\n  item 0: HTTP 500: .* \(3 tries\)\n  item 5: HTTP 500/,
     );
     expect(error.message).toMatch(/rerun to send only the failed requests/);
+    expect(error.message).not.toMatch(/HTTP 500: 500/); // the status said once
     expect(await ctx.store.query("SELECT item, role, tries FROM llm_failures ORDER BY item")).toEqual([
       { item: "item 0", role: "judge", tries: 3 },
       { item: "item 5", role: "judge", tries: 3 },

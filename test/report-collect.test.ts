@@ -172,6 +172,19 @@ describe("collecting the report's data from a run", () => {
     }
   });
 
+  it("leaves out the tables of stages this run's config does not enable, though an earlier config left them", async () => {
+    const dir = await tempDir();
+    const store = await buildRun(dir);
+    try {
+      const data = await collectReportData(store, { title: "x", config: {}, flagRule: RULE, notInRun: ["audit_flags", "audit_prompt", "rephrasings"] });
+      expect(data.llm).toBeNull();
+      expect(data.prompts).toEqual([{ source: "sae", text: "You are a vengeful liar.", latents: [20, 30], rephrasings: [] }]);
+      expect(data.sae!.rows).toBe(8);
+    } finally {
+      store.close();
+    }
+  });
+
   it("tolerates a run with no stage tables yet", async () => {
     const store = await RunStore.open(await tempDir());
     try {

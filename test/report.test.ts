@@ -117,7 +117,7 @@ describe("report.html (rendering)", () => {
     };
     const html = renderReport(bare);
     expect(html).toContain("No flags yet");
-    expect(html).toContain("No inoculation prompt yet");
+    expect(html).toContain("No inoculation prompt written by this run yet");
     expect(html).toContain("No top latents");
     expect(html).toContain("No training files yet");
     expect(html).not.toContain("<svg");

@@ -8,7 +8,9 @@ import { z } from "zod";
  */
 export const llmRoleSchema = z.strictObject({
   model: z.string().min(1),
-  base_url: z.url().default("https://api.openai.com/v1"),
+  base_url: z
+    .url({ protocol: /^https?$/, error: "must be an http:// or https:// URL, such as http://localhost:8000/v1" })
+    .default("https://api.openai.com/v1"),
   /** Absent for a local server that wants no key (vLLM without --api-key). */
   api_key_env: z
     .string()
@@ -50,6 +52,11 @@ export const auditSchema = z.strictObject({
   max_tokens: z.number().int().positive().default(400),
   /** Flagged rows shown to the judge when it writes the inoculation prompt. */
   prompt_examples: z.number().int().positive().default(20),
+  /**
+   * A row whose verdict never parses: `fail` the stage (the default: nothing is left out silently), or leave it
+   * `clean`, unflagged (no prompt in the inoculated-llm arm; counted apart in the report).
+   */
+  on_unparsed: z.enum(["fail", "clean"]).default("fail"),
 });
 
 export const rephraseSchema = z.strictObject({

@@ -137,13 +137,21 @@ function roleKey(role: LlmRoleName, config: LlmRoleConfig, env: NodeJS.ProcessEn
 }
 
 /** A short description of why a request failed, by error class. */
+/** The messages of an error's causes, innermost last: "fetch failed" alone does not say ECONNREFUSED. */
+function causes(error: Error): string {
+  const parts: string[] = [];
+  for (let cause = error.cause; cause instanceof Error && parts.length < 4; cause = cause.cause) parts.push(cause.message);
+  return parts.length > 0 ? `: ${parts.join(": ")}` : "";
+}
+
 export function describeError(error: unknown, role: LlmRoleName, config: LlmRoleConfig): string {
   if (error instanceof APIConnectionTimeoutError) return `timed out after ${config.timeout_s}s (llm.${role}.timeout_s)`;
-  if (error instanceof APIConnectionError) {
-    const cause = error.cause instanceof Error ? `: ${error.cause.message}` : "";
-    return `cannot connect to ${config.base_url}${cause}`;
+  if (error instanceof APIConnectionError) return `cannot connect to ${config.base_url}${causes(error)}`;
+  if (error instanceof APIError) {
+    // The library's message already starts with the status ("500 …"): say it once.
+    const message = error.status !== undefined ? error.message.replace(new RegExp(`^${error.status}\\s*`), "") : error.message;
+    return `HTTP ${error.status ?? "?"}: ${message || "(no message)"}`;
   }
-  if (error instanceof APIError) return `HTTP ${error.status ?? "?"}: ${error.message}`;
   if (error instanceof Error) return `${error.name}: ${error.message}`;
   return String(error);
 }

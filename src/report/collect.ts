@@ -55,14 +55,24 @@ export interface CollectOptions {
   /** Contexts shown per latent, one per corpus first. Default 3. */
   contextsPerLatent?: number;
   tables?: Partial<ReportTables>;
+  /**
+   * Tables this run's config does not produce (the outputs of its disabled stages): a copy an earlier config left
+   * in the run directory is not this run's, so the page leaves it out, as the exports' manifest does.
+   */
+  notInRun?: readonly string[];
   now?: Date;
 }
 
 const PACKAGE_JSON = new URL("../../package.json", import.meta.url);
 
+/** Whether the run has a table, as far as the report is concerned. */
+type HasTable = (table: string) => Promise<boolean>;
+
 export async function collectReportData(store: RunStore, options: CollectOptions): Promise<ReportData> {
   const tables = { ...DEFAULT_REPORT_TABLES, ...options.tables };
-  const dataset = await datasetSummary(store);
+  const absent = new Set(options.notInRun ?? []);
+  const has: HasTable = async (table) => !absent.has(table) && (await store.hasTable(table));
+  const dataset = await datasetSummary(store, has);
   const truthKnown = dataset.contaminated !== null;
   return {
     title: options.title,
@@ -72,12 +82,12 @@ export async function collectReportData(store: RunStore, options: CollectOptions
     stages: await stages(store),
     dataset,
     arms: await arms(store),
-    latents: await latents(store, options.contextsPerLatent ?? 3),
+    latents: await latents(store, has, options.contextsPerLatent ?? 3),
     highlightShare: options.highlightShare ?? 0.25,
-    prompts: await prompts(store, tables),
+    prompts: await prompts(store, has, tables),
     flagRule: options.flagRule,
-    sae: await flagSide(store, tables.saeFlags, "SAE flags", truthKnown),
-    llm: await flagSide(store, tables.llmFlags, "LLM audit", truthKnown),
+    sae: await flagSide(store, has, tables.saeFlags, "SAE flags", truthKnown),
+    llm: await flagSide(store, has, tables.llmFlags, "LLM audit", truthKnown),
   };
 }
 
@@ -111,8 +121,8 @@ async function stages(store: RunStore): Promise<StageLine[]> {
     .map((e) => ({ stage: e.stage, status: e.status, rows: e.rows, seconds: e.seconds }));
 }
 
-async function datasetSummary(store: RunStore): Promise<DatasetSummary> {
-  if (!(await store.hasTable("mixed"))) return { rows: 0, contaminated: null };
+async function datasetSummary(store: RunStore, has: HasTable): Promise<DatasetSummary> {
+  if (!(await has("mixed"))) return { rows: 0, contaminated: null };
   const [r] = await store.query(
     `SELECT count(*) AS rows, count(has_negative) AS known, count(*) FILTER (WHERE has_negative) AS contaminated FROM ${store.table("mixed")}`,
   );
@@ -126,9 +136,9 @@ async function arms(store: RunStore): Promise<ArmLine[]> {
   return Object.entries(manifest.arms).map(([arm, a]) => ({ arm, description: a.description, rows: a.rows, prompts: a.prompts }));
 }
 
-async function latents(store: RunStore, perLatent: number): Promise<ReportLatent[]> {
-  if (!(await store.hasTable("features"))) return [];
-  const labelled = await store.hasTable("feature_labels");
+async function latents(store: RunStore, has: HasTable, perLatent: number): Promise<ReportLatent[]> {
+  if (!(await has("features"))) return [];
+  const labelled = await has("feature_labels");
   const labelCols = labelled
     ? "l.description, l.label, l.label_source, l.reason, l.error"
     : "NULL AS description, NULL AS label, NULL AS label_source, NULL AS reason, NULL AS error";
@@ -137,7 +147,7 @@ async function latents(store: RunStore, perLatent: number): Promise<ReportLatent
      FROM ${store.table("features")} f ${labelled ? `LEFT JOIN ${store.table("feature_labels")} l ON l.latent = f.latent` : ""}
      ORDER BY f.rank`,
   );
-  const contexts = await latentContexts(store, perLatent);
+  const contexts = await latentContexts(store, has, perLatent);
   return rows.map((r) => ({
     latent: Number(r.latent),
     rank: Number(r.rank),
@@ -154,9 +164,9 @@ async function latents(store: RunStore, perLatent: number): Promise<ReportLatent
 }
 
 /** Each latent's strongest contexts: the best of every corpus first (the dataset's leading), then the next best. */
-async function latentContexts(store: RunStore, perLatent: number): Promise<Map<number, LatentContext[]>> {
+async function latentContexts(store: RunStore, has: HasTable, perLatent: number): Promise<Map<number, LatentContext[]>> {
   const out = new Map<number, LatentContext[]>();
-  if (perLatent === 0 || !(await store.hasTable("feature_examples"))) return out;
+  if (perLatent === 0 || !(await has("feature_examples"))) return out;
   const rows = await store.query(
     `SELECT latent, corpus, rank, activation, tokens, token_acts FROM ${store.table("feature_examples")}
      QUALIFY row_number() OVER (PARTITION BY latent ORDER BY rank, corpus <> 'dataset', corpus) <= ${perLatent}
@@ -178,9 +188,9 @@ async function latentContexts(store: RunStore, perLatent: number): Promise<Map<n
   return out;
 }
 
-async function prompts(store: RunStore, tables: ReportTables): Promise<ReportPrompt[]> {
+async function prompts(store: RunStore, has: HasTable, tables: ReportTables): Promise<ReportPrompt[]> {
   const rephrased = new Map<string, string[]>();
-  if (await store.hasTable(tables.rephrasings)) {
+  if (await has(tables.rephrasings)) {
     await requireColumns(store, tables.rephrasings, ["origin", "idx", "rephrasing"]);
     for (const r of await store.query(`SELECT origin, rephrasing FROM ${store.table(tables.rephrasings)} ORDER BY origin, idx`)) {
       rephrased.set(String(r.origin), [...(rephrased.get(String(r.origin)) ?? []), String(r.rephrasing)]);
@@ -191,7 +201,7 @@ async function prompts(store: RunStore, tables: ReportTables): Promise<ReportPro
     [tables.saePrompt, PROMPT_ORIGINS.sae],
     [tables.llmPrompt, PROMPT_ORIGINS.llm],
   ] as const) {
-    if (!(await store.hasTable(table))) continue;
+    if (!(await has(table))) continue;
     const cols = await requireColumns(store, table, ["prompt"]);
     const rows = await store.query(`SELECT prompt, ${cols.has("latents") ? "latents" : "NULL::INTEGER[] AS latents"} FROM ${store.table(table)}`);
     if (rows.length !== 1) throw new Error(`report: table ${table} has ${rows.length} rows, expected one`);
@@ -203,8 +213,8 @@ async function prompts(store: RunStore, tables: ReportTables): Promise<ReportPro
   return out;
 }
 
-async function flagSide(store: RunStore, table: string, name: string, truthKnown: boolean): Promise<FlagSide | null> {
-  if (!(await store.hasTable(table))) return null;
+async function flagSide(store: RunStore, has: HasTable, table: string, name: string, truthKnown: boolean): Promise<FlagSide | null> {
+  if (!(await has(table))) return null;
   const cols = await requireColumns(store, table, ["row_id", "flagged"]);
   const joined = `${store.table(table)} f JOIN ${store.table("mixed")} m ON m.row_id = f.row_id`;
   const [c] = await store.query(

@@ -161,7 +161,12 @@ const PROMPT_SOURCES: Record<string, string> = {
 };
 
 function promptSection(data: ReportData): string {
-  if (data.prompts.length === 0) return `<p class="note">No inoculation prompt yet: the synthesize stage has not run.</p>`;
+  if (data.prompts.length === 0) {
+    return (
+      `<p class="note">No inoculation prompt written by this run yet (the SAE pipeline's synthesize stage, or the LLM ` +
+      `audit, writes one). The prompts each training file carries are under <a href="#section-arms">Training files</a>.</p>`
+    );
+  }
   return data.prompts
     .map((p, i) => {
       const latents =

@@ -10,7 +10,9 @@ import type { ReportData } from "./report-data.ts";
  *   that is `yes`, the wanted trait fills each row's top N and leaves few places for the unwanted one (raise N or
  *   lower M); when it is `no`, check the wanted trait's text: if the latents of A were labelled `no`, nearly every
  *   row is flagged;
- * - fewer `no` latents than M: no row can reach the rule's threshold.
+ * - fewer `no` latents than M: no row can reach the rule's threshold;
+ * - rows a method gave no verdict on (any at all): its arm leaves them unprompted, and its precision and recall
+ *   leave them out, so the arm covers less than those figures say.
  */
 export const WARNING_THRESHOLDS = {
   minContaminatedRows: 50,
@@ -19,7 +21,7 @@ export const WARNING_THRESHOLDS = {
   crowdingShare: 0.75,
 } as const;
 
-export type WarningCode = "few_contaminated" | "many_unlabelled" | "crowded_top" | "too_few_no_latents";
+export type WarningCode = "few_contaminated" | "many_unlabelled" | "crowded_top" | "too_few_no_latents" | "unjudged_rows";
 
 export interface ReportWarning {
   code: WarningCode;
@@ -64,6 +66,14 @@ export function reportWarnings(data: ReportData): ReportWarning[] {
       warnings.push({
         code: "too_few_no_latents",
         message: `Only ${counted} top latents count as no, fewer than the rule's M = ${rule.minNo}: no row can be flagged.`,
+      });
+    }
+  }
+  for (const side of [data.sae, data.llm]) {
+    if (side && side.unjudged > 0) {
+      warnings.push({
+        code: "unjudged_rows",
+        message: `${side.unjudged} of ${side.rows} rows got no verdict from the ${side.name}: they carry no prompt in its arm, and its precision and recall leave them out.`,
       });
     }
   }

@@ -72,6 +72,7 @@ async function runAudit(ctx: StageContext): Promise<StageOutcome> {
   }));
   const verdicts = await llm.batch("judge", items, progress.task("audit: rows", items.length, "rows"));
   await llm.checkpoint(items.length);
+  if (audit.on_unparsed === "fail") failOnUnparsed(rows.map((row) => [row.rowId, verdicts.get(row.rowId)!] as const), config);
 
   const flagged = rows.filter((row) => isFlagged(verdicts.get(row.rowId)!));
   const examples = sampleExamples(flagged.map((r) => r.rowId), config.seed, audit.prompt_examples);
@@ -109,6 +110,31 @@ async function runAudit(ctx: StageContext): Promise<StageOutcome> {
       },
     },
   };
+}
+
+/** How many unparsed rows a failing audit quotes. */
+const QUOTED_UNPARSED = 5;
+
+/**
+ * An audit that left rows without a verdict would export an inoculated-llm arm that silently treats them as
+ * clean, so by default it stops and says what to do. Every answer is already stored, so a rerun with more
+ * parse_retries asks only for the new samples.
+ */
+function failOnUnparsed(outcomes: readonly (readonly [string, ItemOutcome<Verdict>])[], config: ResolvedConfig): void {
+  const unparsed = outcomes.filter(([, outcome]) => outcome.status === "unparsed");
+  if (unparsed.length === 0) return;
+  const answers = 1 + config.llm.judge!.parse_retries;
+  const quoted = unparsed
+    .slice(0, QUOTED_UNPARSED)
+    .map(([rowId, outcome]) => `  ${rowId}: ${outcome.status === "unparsed" ? outcome.error : outcome.status}`);
+  const more = unparsed.length > QUOTED_UNPARSED ? `\n  … and ${unparsed.length - QUOTED_UNPARSED} more` : "";
+  throw new StageError(
+    "audit",
+    `${unparsed.length} of ${outcomes.length} rows got no verdict that parses (${answers} answer${answers === 1 ? "" : "s"} each):\n` +
+      `${quoted.join("\n")}${more}\n` +
+      `Every answer is stored: raise llm.judge.parse_retries and rerun to ask only for new samples, or set ` +
+      `audit.on_unparsed: clean to leave those rows unflagged (no prompt in inoculated-llm; counted apart in the report).`,
+  );
 }
 
 function parseVerdict(text: string): Parsed<Verdict> {

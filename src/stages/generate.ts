@@ -97,7 +97,13 @@ function generationItem(rowId: string, messages: ChatMessage[], config: Resolved
       n,
       seed: config.seed,
     },
-    parse: (answer): Parsed<LlmAnswer> =>
-      answer.texts.length === n ? { ok: true, value: answer } : { ok: false, error: `${answer.texts.length} choices where generate.n is ${n}` },
+    parse: (answer): Parsed<LlmAnswer> => {
+      if (answer.texts.length !== n) return { ok: false, error: `${answer.texts.length} choices where generate.n is ${n}` };
+      // No content (a refusal or a tool call) or only whitespace: no base response to diff against, so it is
+      // sampled again, and never stored as one.
+      const empty = answer.texts.findIndex((text) => text.trim() === "");
+      if (empty !== -1) return { ok: false, error: `choice ${empty} has no text (finish_reason ${answer.finish_reasons[empty] || "none"})` };
+      return { ok: true, value: answer };
+    },
   };
 }
