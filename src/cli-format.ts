@@ -33,7 +33,12 @@ export function formatStatus(lines: StageStatusLine[]): string {
   return table(rows) + detailLines(lines);
 }
 
-/** Usage and audit figures of the LLM stages, under the table: `stage: line`. */
-function detailLines(stages: readonly { stage: string; details: Record<string, unknown> }[]): string {
-  return stages.flatMap((s) => llmDetailLines(s.details).map((line) => `${s.stage}: ${line}\n`)).join("");
+/**
+ * Usage and audit figures of the LLM stages, under the table: `stage: line`. A stage this run skipped shows what
+ * its last run recorded, and says so: its requests were not sent now.
+ */
+function detailLines(stages: readonly { stage: string; status?: string; details: Record<string, unknown> }[]): string {
+  return stages
+    .flatMap((s) => llmDetailLines(s.details).map((line) => `${s.stage}${s.status === "skipped" ? " (its last run)" : ""}: ${line}\n`))
+    .join("");
 }

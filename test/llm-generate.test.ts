@@ -8,7 +8,7 @@ import { QWEN25_DEFAULT_SYSTEM_PROMPT } from "../src/config/defaults.ts";
 import { runPipeline, runStatus } from "../src/pipeline/runner.ts";
 import { generationMessages } from "../src/stages/generate.ts";
 import { canonicalJson } from "../src/util/hash.ts";
-import { formatStatus } from "../src/cli-format.ts";
+import { formatStatus, formatSummary } from "../src/cli-format.ts";
 import { REPO, readMixed, readParquet, tempDir, writeJsonl, writeSources } from "./helpers.ts";
 import { llmConfig, testRole } from "./llm-fixtures.ts";
 import { reply, startLlmServer, type ChatRequestBody, type LlmServer, type LlmServerOptions } from "./llm-server.ts";
@@ -66,6 +66,10 @@ describe("generate", () => {
     expect(forced.stages.find((x) => x.stage === "generate")!.details.llm).toMatchObject({ generator: { requests: 0, cache_hits: 24 } });
     expect(s.stats.requests).toBe(0);
     expect(await readParquet(join(config.runDir, "tables", "base_responses.parquet"))).toEqual(base);
+    // A rerun that skips the stage shows the usage its last run recorded, labelled as such: nothing went out now.
+    const skipped = await runPipeline(config, { until: "generate" });
+    expect(formatSummary(skipped)).toMatch(/\ngenerate \(its last run\): llm\.generator test-model: 0 sent, 24 cached/);
+    expect(s.stats.requests).toBe(0);
   });
 
   it("sends the conversation before the last user turn, and keeps a row's own system message", async () => {

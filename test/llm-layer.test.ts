@@ -67,6 +67,7 @@ describe("retries", () => {
     );
     expect(error.message).toMatch(/rerun to send only the failed requests/);
     expect(error.message).not.toMatch(/HTTP 500: 500/); // the status said once
+    expect(error.message).toMatch(/or raise llm\.judge\.max_retries\.$/);
     expect(await ctx.store.query("SELECT item, role, tries FROM llm_failures ORDER BY item")).toEqual([
       { item: "item 0", role: "judge", tries: 3 },
       { item: "item 5", role: "judge", tries: 3 },
@@ -98,6 +99,9 @@ describe("retries", () => {
     expect(out.get("item 1")).toMatchObject({ status: "failed", error: expect.stringMatching(/without any choices/) });
     expect(out.get("item 2")?.status).toBe("ok");
     expect(s.stats.requests).toBe(3);
+    // More retries would not help, so the error does not suggest them.
+    const error = (await llm.checkpoint(3).catch((e: unknown) => e)) as Error;
+    expect(error.message).toMatch(/Check the endpoint with `inoculant doctor CONFIG`: the server refused these requests, so retrying would not help\.$/);
   });
 
   it("names a timeout and the setting that governs it", async () => {

@@ -21,6 +21,8 @@ export class LlmCallError extends Error {
   constructor(
     message: string,
     readonly tries: number,
+    /** Whether more tries could have helped (a transient error), as opposed to a refusal such as a 401. */
+    readonly retryable: boolean,
     options?: { cause?: unknown },
   ) {
     super(message, options);
@@ -75,7 +77,7 @@ export class LlmEndpoint {
         return await this.limiter.run(() => this.complete(request));
       } catch (error) {
         if (!isRetryable(error) || retry >= this.config.max_retries) {
-          throw new LlmCallError(this.redact(describeError(error, this.role, this.config)), retry + 1, { cause: error });
+          throw new LlmCallError(this.redact(describeError(error, this.role, this.config)), retry + 1, isRetryable(error), { cause: error });
         }
         onRetry?.(error);
         await sleep(retryDelayMs(error, retry, this.config.backoff_s));

@@ -55,6 +55,7 @@ interface Failure {
   item: string;
   error: string;
   tries: number;
+  retryable: boolean;
 }
 
 /**
@@ -115,7 +116,7 @@ export class LlmSession {
         meter.answered(key, hit.usage, false);
         return hit;
       }
-      if (this.options.cacheOnly) throw new LlmCallError("no stored answer, and this run sends no requests", 0);
+      if (this.options.cacheOnly) throw new LlmCallError("no stored answer, and this run sends no requests", 0, false);
       let pending = inFlight.get(key);
       if (!pending) {
         pending = endpoint.send(request, () => meter.retried()).then((fresh) => {
@@ -142,7 +143,7 @@ export class LlmSession {
       } catch (error) {
         if (!(error instanceof LlmCallError)) throw error;
         meter.failed();
-        failed.set(item.id, { role, item: item.id, error: error.message, tries: error.tries });
+        failed.set(item.id, { role, item: item.id, error: error.message, tries: error.tries, retryable: error.retryable });
         return { status: "failed", error: error.message };
       }
       meter.unparsed();
@@ -184,8 +185,15 @@ export class LlmSession {
       this.stage,
       `${this.failures.length} of ${total} LLM requests failed (${where}):\n${quoted.join("\n")}${more}\n` +
         `Every answer that arrived is stored; rerun to send only the failed requests. ` +
-        (this.options.fix ?? `Check the endpoint with \`inoculant doctor CONFIG\`, or raise ${roles.map((r) => `llm.${r}.max_retries`).join(" / ")}.`),
+        (this.options.fix ?? this.defaultFix(roles)),
     );
+  }
+
+  /** More retries help with transient errors only; a refusal (a 401, a 404 for the model) needs the endpoint fixed. */
+  private defaultFix(roles: readonly LlmRoleName[]): string {
+    const doctor = "Check the endpoint with `inoculant doctor CONFIG`";
+    if (!this.failures.some((f) => f.retryable)) return `${doctor}: the server refused these requests, so retrying would not help.`;
+    return `${doctor}, or raise ${roles.map((r) => `llm.${r}.max_retries`).join(" / ")}.`;
   }
 
   /** Usage by role, for the stage's details. */
