@@ -34,6 +34,11 @@ function withRunOptions(cmd: Command, withUntil: boolean): Command {
   return cmd;
 }
 
+/** An error as `--json` output gives it: the message, and whether it is the user's to fix (exit 1 either way). */
+function errorJson(error: unknown): { message: string; user_error: boolean } {
+  return { message: error instanceof Error ? error.message : String(error), user_error: isUserError(error) };
+}
+
 async function execute(configPath: string, flags: RunFlags, until?: string): Promise<void> {
   // With --json a failed run prints JSON too: the stages it got through and the error (the exit code is still 1,
   // and the error also goes to stderr as without --json).
@@ -53,8 +58,7 @@ async function execute(configPath: string, flags: RunFlags, until?: string): Pro
     process.stdout.write(flags.json ? `${JSON.stringify(summary, null, 2)}\n` : formatSummary(summary));
   } catch (error) {
     if (flags.json) {
-      const failure = { message: error instanceof Error ? error.message : String(error), user_error: isUserError(error) };
-      process.stdout.write(`${JSON.stringify({ runDir, stages, error: failure }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ runDir, stages, error: errorJson(error) }, null, 2)}\n`);
     } else if (runDir !== null && stages.length > 0) {
       // What the run got through, as on success; the error follows on stderr.
       process.stdout.write(formatSummary({ runDir, stages }));
@@ -130,7 +134,11 @@ export function buildProgram(): Command {
     .option("--json", "print JSON")
     .description("check each configured LLM endpoint: key present, server reachable, model served")
     .action(async (configPath: string, flags: { json?: boolean }) => {
-      const roles = await diagnoseEndpoints(await loadConfig(configPath));
+      const config = await loadConfig(configPath).catch((error: unknown) => {
+        if (flags.json) process.stdout.write(`${JSON.stringify({ error: errorJson(error) }, null, 2)}\n`);
+        throw error;
+      });
+      const roles = await diagnoseEndpoints(config);
       process.stdout.write(flags.json ? `${JSON.stringify(roles, null, 2)}\n` : formatDiagnosis(roles));
       if (!diagnosisOk(roles)) throw new UserError("doctor: some checks failed; apply the fixes above and run it again");
     });

@@ -55,5 +55,9 @@ describe("inoculant doctor", () => {
     expect(r.stdout).toMatch(/^llm\.judge: test-model at http:\/\/127\.0\.0\.1:\d+\/v1\n  ok  key: no key configured/);
     expect(r.stdout).toMatch(/BAD reachable: cannot connect to .*\n      fix: start the server, or correct llm\.judge\.base_url/);
     expect(r.stderr).toMatch(/inoculant: doctor: some checks failed/);
+    // With --json, a config it cannot load is JSON too.
+    const bad = spawnSync(process.execPath, [join(REPO, "bin", "inoculant.cjs"), "doctor", "missing.yaml", "--json"], { cwd: dir, encoding: "utf8" });
+    expect(bad.status).toBe(1);
+    expect(JSON.parse(bad.stdout)).toEqual({ error: { message: "config file missing.yaml does not exist or cannot be read", user_error: true } });
   });
 });
