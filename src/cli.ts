@@ -151,6 +151,13 @@ export async function main(argv: string[]): Promise<number> {
   for (const level of ["log", "info", "debug"] as const) {
     console[level] = (...args: unknown[]) => process.stderr.write(`${format(...args)}\n`);
   }
+  // Stopping a run loses no finished work (stages and shards are stored as they finish); say so, and how to go on.
+  for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+    process.once(signal, () => {
+      process.stderr.write(`\ninoculant: stopped by ${signal}; finished stages and shards are kept: rerun the same command to resume\n`);
+      process.exit(code);
+    });
+  }
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

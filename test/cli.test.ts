@@ -3,6 +3,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { REPO, tempDir, writeJsonl, writeSources } from "./helpers.ts";
+import { startLlmServer } from "./llm-server.ts";
 
 function cli(args: string[], cwd: string) {
   const r = spawnSync(process.execPath, [join(REPO, "bin", "inoculant.cjs"), ...args], { cwd, encoding: "utf8" });
@@ -137,6 +138,28 @@ describe("CLI", () => {
       expect(lines.find((l) => l.stage === "export")!.seconds).toBeGreaterThanOrEqual(0);
     } finally {
       holder.kill();
+    }
+  });
+
+  it("says how to go on when a run is stopped with SIGTERM, and exits 143", async () => {
+    const dir = await project();
+    const server = await startLlmServer({ fault: () => ({ kind: "hang" }) });
+    try {
+      await writeFile(
+        join(dir, "pipeline.yaml"),
+        `${await readFile(join(dir, "pipeline.yaml"), "utf8")}llm: { generator: { model: test-model, base_url: "${server.url}" } }\n`,
+      );
+      const child = spawn(process.execPath, [join(REPO, "bin", "inoculant.cjs"), "run", "pipeline.yaml"], { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
+      let stderr = "";
+      const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+      // Stopped once it is waiting on the model server.
+      await new Promise<void>((resolve) => child.stderr.on("data", (d: Buffer) => (stderr += d.toString()).includes("generate:") && resolve()));
+      child.kill("SIGTERM");
+      expect(await exited).toBe(143);
+      expect(stderr).toContain("inoculant: stopped by SIGTERM; finished stages and shards are kept: rerun the same command to resume\n");
+      expect(cli(["status", join(dir, "runs", "cli-test")], dir).stdout).toMatch(/mix\s+done[\s\S]*generate\s+interrupted/);
+    } finally {
+      await server.close();
     }
   });
 

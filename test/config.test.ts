@@ -102,6 +102,23 @@ describe("pipeline config", () => {
     expect(folder.message).toMatch(/sources\.clean\.path: .*clean\.jsonl is a folder; give the path of a \.jsonl or \.parquet file/);
   });
 
+  it("checks every local path when the config loads, naming the key, and resolves each against the config's folder", async () => {
+    const dir = await tempDir();
+    await writeSources(dir);
+    const problem = async (extra: string) => ((await loadConfig(await configFile(dir, base(extra))).catch((e: unknown) => e)) as Error).message;
+    const judge = "llm: { judge: { model: m, base_url: 'http://127.0.0.1:9/v1' } }\n";
+    expect(await problem(`${judge}sae: { path: no-sae, format: dictionary_learning }`)).toMatch(/: sae\.path: .*\/no-sae does not exist$/);
+    expect(await problem(`${judge}sae: { path: clean.jsonl, format: saelens }`)).toMatch(/: sae\.path: .*\/clean\.jsonl is not a folder$/);
+    expect(await problem("model: { python_file: gone.py }")).toMatch(/: model\.python_file: .*\/gone\.py does not exist$/);
+    expect(await problem("harvest: { corpora: [{ name: pile, path: pile.jsonl, text_field: text }] }")).toMatch(/: harvest\.corpora\.0\.path: .*\/pile\.jsonl does not exist$/);
+    expect(await problem("labels: { import: labels.json }")).toMatch(/: labels\.import: .*\/labels\.json does not exist$/);
+    // Relative to the config file, not to the working directory.
+    await mkdir(join(dir, "conf"));
+    await writeFile(join(dir, "labels.json"), "{}");
+    const config = await loadConfig(await configFile(join(dir, "conf"), base("labels: { import: ../labels.json }").replaceAll("path: ", "path: ../")));
+    expect(config.labels.import).toBe(join(dir, "labels.json"));
+  });
+
   it("requires an inoculation prompt only when an arm uses one", async () => {
     const dir = await tempDir();
     const files = await writeSources(dir);

@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { resolveConfig, userConfig, type ResolvedConfig } from "../src/config/load.ts";
@@ -101,6 +101,27 @@ describe("SAE stages (planted signal, CPU sidecar)", () => {
     const rerun = await runPipeline(moreLatents, { until: "activations" });
     expect(stageOf(rerun, "activations").details.summary).toMatchObject({ computed_shards: 0, cached_shards: 4 });
     expect(await readParquet(join(config.runDir, "tables", "features.parquet"))).toHaveLength(12);
+
+    // The SAE's files are inputs too: one changed in place reruns the stages that read it.
+    const later = new Date(Date.now() + 5000);
+    await utimes(join(fixture, "sae", "ae.pt"), later, later);
+    const touched = await runPipeline(moreLatents, { until: "harvest" });
+    expect(ran(touched)).toEqual([["ingest", "skipped"], ["mix", "skipped"], ["activations", "ran"], ["harvest", "ran"]]);
+  }, 180_000);
+
+  it("counts imported labels over the run's top latents, and refuses a file that labels none of them", async () => {
+    const dir = await tempDir();
+    const label = (description: string) => ({ description, label: "no" });
+    const other = join(dir, "other.json");
+    await writeFile(other, JSON.stringify({ 1000: label("violence"), 1001: label("threats") }));
+    const partial = join(dir, "partial.json");
+    await writeFile(partial, JSON.stringify({ [PLANTED.poison!]: label("poison"), [PLANTED.revenge!]: label("revenge"), 1000: label("violence") }));
+    const config = await plantedProject({ labels: { import: other } });
+    await expect(runPipeline(config, { until: "classify" })).rejects.toThrow(
+      /stage classify: labels\.import: none of the 2 latents labelled in .*other\.json is among this run's 8 top latents/,
+    );
+    const summary = await runPipeline({ ...config, labels: { import: partial } }, { until: "classify" });
+    expect(stageOf(summary, "classify").counts).toMatchObject({ latents: 8, no: 2, unlabelled: 6, labels_outside_top: 1, import_rejected: 0 });
   }, 180_000);
 
   it("resumes from the finished shards after the run is killed mid-job", async () => {

@@ -1,10 +1,13 @@
 import { existsSync, readFileSync } from "node:fs";
+import { chmod, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { tableFromArrays } from "apache-arrow";
 import { describe, expect, it } from "vitest";
 import { encodeFrame, FrameDecoder, ProtocolError, type Frame } from "../src/sidecar/protocol.ts";
 import { arrowRows } from "../src/sidecar/arrow-rows.ts";
-import { REPO } from "./helpers.ts";
+import { UserError } from "../src/errors.ts";
+import { SidecarClient } from "../src/sidecar/client.ts";
+import { REPO, tempDir } from "./helpers.ts";
 
 /** Written by the Python side (python -m inoculant_sae.testing.recording); both ends test against them. */
 const RECORDED = join(REPO, "sae", "tests", "fixtures", "recorded");
@@ -73,5 +76,19 @@ describe("sidecar protocol errors", () => {
     const x = frames[0]!.payload!.getChild("x")!;
     expect(x.length).toBe(values.length);
     expect([x.get(0), x.get(123_456), x.get(values.length - 1)]).toEqual([0, 123_456, values.length - 1]);
+  });
+});
+
+describe("starting the sidecar", () => {
+  it("names sidecar.python and the fix when the Python given cannot start it", async () => {
+    const dir = await tempDir();
+    // A stand-in for a Python without the sidecar installed.
+    const python = join(dir, "python");
+    await writeFile(python, "#!/bin/sh\necho \"No module named inoculant_sae\" >&2\nexit 1\n");
+    await chmod(python, 0o755);
+    const error = (await SidecarClient.start({ python }).catch((e: unknown) => e)) as Error;
+    expect(error).toBeInstanceOf(UserError);
+    expect(error.message).toMatch(/^the sidecar exited \(code 1\) before finishing: .*\/python did not start the sidecar; run `npm run setup:sidecar`, or point sidecar\.python at/);
+    expect(error.message).toContain("No module named inoculant_sae");
   });
 });

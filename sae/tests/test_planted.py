@@ -4,6 +4,8 @@ known in advance (inoculant_sae.testing.planted)."""
 from __future__ import annotations
 
 import copy
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -197,8 +199,31 @@ def test_harvest_latent_out_of_range_is_a_user_error(planted: dict[str, Any]) ->
 
 
 def test_block_out_of_range_for_a_plugin_is_a_user_error(planted: dict[str, Any], tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"block 7 is out of range: the model has 3 blocks"):
-        run_job("diff", diff_params(planted, tmp_path, block=7), rows_table(planted))
+    with pytest.raises(UserError, match=r"block 7 is out of range: the model has 3 blocks \(0\.\.2\); set sae\.block"):
+        run_job("diff", diff_params(planted, tmp_path, block=7, sae=sae_with_layer(planted, tmp_path, None)), rows_table(planted))
+    # The block came from the SAE's own config: then the SAE is the mistake.
+    with pytest.raises(UserError, match=r"block 7 is out of range.*the SAE's config names block 7, so this SAE was trained on another model"):
+        run_job("diff", diff_params(planted, tmp_path, block=None, sae=sae_with_layer(planted, tmp_path, 7)), rows_table(planted))
+
+
+def test_a_block_other_than_the_saes_own_is_a_user_error(planted: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"sae\.block 0 disagrees with the SAE in .*trained on block 1: leave sae\.block out"):
+        run_job("diff", diff_params(planted, tmp_path, block=0), rows_table(planted))
+
+
+def sae_with_layer(planted: dict[str, Any], tmp_path: Path, layer: int | None) -> dict[str, Any]:
+    """The planted SAE, copied with its config's layer set to `layer` (None: no layer named)."""
+    sae = copy.deepcopy(planted["diff_params"]["sae"])
+    folder = tmp_path / f"sae-layer-{layer}"
+    shutil.copytree(sae["path"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    if layer is None:
+        config["trainer"].pop("layer", None)
+    else:
+        config["trainer"]["layer"] = layer
+    (folder / "config.json").write_text(json.dumps(config))
+    sae["path"] = str(folder)
+    return sae
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ def test_diff_then_harvest_over_the_protocol(planted: dict[str, Any], tmp_path: 
 
         bad = sidecar.run("x1", "diff", dict(params, block=9), rows_table(planted))
         assert bad[-1].type == "error" and bad[-1].header["kind"] == "user"
-        assert "block 9 is out of range" in bad[-1].header["message"]
+        assert "sae.block 9 disagrees with the SAE" in bad[-1].header["message"]
         assert sidecar.shutdown() == 0
     finally:
         if sidecar.proc.poll() is None:

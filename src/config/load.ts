@@ -111,13 +111,24 @@ export async function resolveConfig(
   const sidecar = { ...config.sidecar, python: local(config.sidecar.python) };
   const activations = { ...config.activations, base_responses: local(config.activations.base_responses) };
   const harvest = { ...config.harvest, corpora: config.harvest.corpora.map((c) => ({ ...c, path: local(c.path)! })) };
+  const labels = { ...config.labels, import: local(config.labels.import) };
+  // Checked now, not when their stage comes: with a real model that can be hours into the run.
+  await checkLocalPaths(where, [
+    ["model.path", model.path, "folder"],
+    ["model.python_file", model.python_file, "file"],
+    ["sae.path", sae?.path, "folder"],
+    ["sidecar.python", sidecar.python, "file"],
+    ["activations.base_responses", activations.base_responses, "file"],
+    ["labels.import", labels.import, "file"],
+    ...harvest.corpora.map((c, i) => [`harvest.corpora.${i}.path`, c.path, "file"] as const),
+  ]);
 
   const runDir = options.runDir
     ? resolve(options.runDir)
     : config.run_dir
       ? at(config.run_dir)
       : resolve("runs", config.name);
-  return { ...config, export: { arms }, model, sae, sidecar, activations, harvest, configPath, runDir, sourceList };
+  return { ...config, export: { arms }, model, sae, sidecar, activations, harvest, labels, configPath, runDir, sourceList };
 }
 
 /** The LLM stages and arms each need a role (and sometimes a section); say which key to add. */
@@ -152,6 +163,18 @@ function checkLlmSections(config: PipelineConfig, arms: readonly ArmName[], wher
 export function userConfig(config: ResolvedConfig): Omit<ResolvedConfig, "configPath" | "runDir" | "sourceList"> {
   const { configPath: _c, runDir: _r, sourceList: _s, ...rest } = config;
   return rest;
+}
+
+/** Each set local path (hf:// references are fetched later) must exist, as a file or a folder. */
+async function checkLocalPaths(where: string, paths: readonly (readonly [string, string | undefined, "file" | "folder"])[]): Promise<void> {
+  for (const [key, path, kind] of paths) {
+    if (path === undefined || path.startsWith("hf://")) continue;
+    const found = await stat(path).catch(() => null);
+    if (!found) throw new UserError(`${where}: ${key}: ${path} does not exist`);
+    if (kind === "folder" ? !found.isDirectory() : found.isDirectory()) {
+      throw new UserError(`${where}: ${key}: ${path} is ${kind === "folder" ? "not a folder" : "a folder, not a file"}`);
+    }
+  }
 }
 
 /**

@@ -77,7 +77,15 @@ export class SidecarClient {
       env: { ...process.env, PYTHONUNBUFFERED: "1", ...options.env },
     });
     const client = new SidecarClient(child, options.idleTimeoutMs ?? 600_000);
-    const hello = await client.next(120_000);
+    const hello = await client.next(120_000).catch((error: Error) => {
+      // Not even a hello: the wrong Python (no inoculant_sae, or not a Python at all), rarely a broken install.
+      child.kill("SIGKILL");
+      throw new SidecarError(
+        `${error.message.split("\n")[0]}: ${python} did not start the sidecar; run \`npm run setup:sidecar\`, or point ` +
+          `sidecar.python at a Python with the sidecar installed (sae/.venv/bin/python)`,
+        client.stderrTail(),
+      );
+    });
     if (hello.header.type !== "hello") {
       throw new SidecarError(`expected a hello from the sidecar, got ${hello.header.type}`, client.stderrTail());
     }

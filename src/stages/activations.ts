@@ -7,6 +7,7 @@ import { sidecarJobBase } from "../sidecar/artifacts.ts";
 import { runSidecarJob } from "../sidecar/run-job.ts";
 import { sqlString } from "../store/sql.ts";
 import type { RunStore } from "../store/run-store.ts";
+import { folderFiles } from "../util/fs.ts";
 
 /**
  * The SAE diff: for every row, the pooled SAE latents of (prompt + target response) and (prompt + base response),
@@ -27,10 +28,20 @@ export const activationsStage: Stage = {
     device: c.sidecar.device,
     system_prompt: c.model.default_system_prompt,
   }),
-  inputFiles: (c) => [c.activations.base_responses, c.model.python_file].filter((p): p is string => p !== undefined),
+  inputFiles: (c) => [...(c.activations.base_responses ? [c.activations.base_responses] : []), ...modelAndSaeFiles(c)],
   outputs: () => ["tables/features.parquet", "tables/example_features.parquet", "tables/row_top.parquet", "tables/activation_tokens.parquet"],
   run: runActivations,
 };
+
+/**
+ * The local files the sidecar loads: a model plug-in or snapshot folder, and the SAE folder. Their sizes and
+ * times join the fingerprint, so an SAE or model changed in place reruns the stages that read it. hf:// artifacts
+ * are named by repo and revision in the config slice instead.
+ */
+export function modelAndSaeFiles(c: ResolvedConfig): string[] {
+  const local = (p: string | undefined) => (p !== undefined && !p.startsWith("hf://") ? [p] : []);
+  return [...local(c.model.python_file), ...local(c.model.path).flatMap(folderFiles), ...local(c.sae?.path).flatMap(folderFiles)];
+}
 
 export function modelSlice(c: ResolvedConfig): unknown {
   const m = c.model;

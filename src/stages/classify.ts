@@ -19,7 +19,8 @@ export const classifyStage: Stage = {
   name: "classify",
   description: "label each latent description against the wanted trait (llm.judge)",
   version: 1,
-  after: ["explain"],
+  // activations too: with imported labels explain does not run, and the counts are over the run's top latents.
+  after: ["activations", "explain"],
   enabled: (c) => c.sae !== undefined || c.labels.import !== undefined,
   enableWith: "add an `sae` section, or `labels.import`",
   configSlice: (c) => ({ model: c.llm.judge?.model, classify: c.classify, trait: traitText(c), import: c.labels.import ?? null }),
@@ -88,11 +89,36 @@ async function runClassify(ctx: StageContext): Promise<StageOutcome> {
     }
     usage = llm.usage();
   }
+  const top = config.sae && (await store.hasTable("features")) ? (await store.query(`SELECT latent FROM ${store.table("features")}`)).map((r) => Number(r.latent)) : null;
+  const counts = labelCounts(rows, top, rejected);
+  if (config.labels.import && top !== null && counts.labels_outside_top === rows.length && rows.length > 0) {
+    throw new StageError(
+      "classify",
+      `labels.import: none of the ${rows.length} latents labelled in ${config.labels.import} is among this run's ${top.length} top latents ` +
+        `(${top.slice(0, 5).join(", ")}${top.length > 5 ? ", …" : ""}): the file labels another SAE's latents, or another run's. ` +
+        `Import labels for this SAE, or leave labels.import out to have llm.judge describe and label the top latents.`,
+    );
+  }
   const written = await store.writeTable("feature_labels", featureLabelsSql(rows));
-  const count = (label: string | null) => rows.filter((r) => r.label === label).length;
+  return { rows: written, counts, details: { trait, llm: usage } };
+}
+
+/**
+ * The labels over the latents the flag rule reads: the run's top latents where there are any (an imported file
+ * may label others, or miss some), else every labelled latent.
+ */
+function labelCounts(rows: readonly FeatureLabelRow[], top: readonly number[] | null, rejected: number): Record<string, number> {
+  const byLatent = new Map(rows.map((r) => [r.latent, r.label]));
+  const labels = top === null ? rows.map((r) => r.label) : top.map((latent) => byLatent.get(latent) ?? null);
+  const count = (label: string | null) => labels.filter((l) => l === label).length;
+  const topSet = new Set(top ?? []);
   return {
-    rows: written,
-    counts: { latents: rows.length, yes: count("yes"), neutral: count("neutral"), no: count("no"), unlabelled: count(null), import_rejected: rejected },
-    details: { trait, llm: usage },
+    latents: labels.length,
+    yes: count("yes"),
+    neutral: count("neutral"),
+    no: count("no"),
+    unlabelled: count(null),
+    ...(top !== null ? { labels_outside_top: rows.filter((r) => !topSet.has(r.latent)).length } : {}),
+    import_rejected: rejected,
   };
 }

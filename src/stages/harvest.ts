@@ -9,7 +9,7 @@ import { runSidecarJob } from "../sidecar/run-job.ts";
 import { TABLE_FORMAT } from "../store/run-store.ts";
 import { sqlString } from "../store/sql.ts";
 import { exists } from "../util/fs.ts";
-import { modelSlice } from "./activations.ts";
+import { modelAndSaeFiles, modelSlice } from "./activations.ts";
 
 /**
  * Max-activating contexts of every top latent, per corpus (the dataset itself and configured corpora such as
@@ -23,7 +23,7 @@ export const harvestStage: Stage = {
   enabled: (c) => c.sae !== undefined,
   enableWith: "add an `sae` section",
   configSlice: (c) => ({ model: modelSlice(c), sae: c.sae, harvest: c.harvest, device: c.sidecar.device, system_prompt: c.model.default_system_prompt }),
-  inputFiles: (c) => c.harvest.corpora.map((k) => k.path).filter((p) => !p.startsWith("hf://")),
+  inputFiles: (c) => [...c.harvest.corpora.map((k) => k.path).filter((p) => !p.startsWith("hf://")), ...modelAndSaeFiles(c)],
   outputs: () => ["tables/feature_examples.parquet"],
   run: runHarvest,
 };

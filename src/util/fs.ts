@@ -1,3 +1,4 @@
+import { readdirSync, statSync } from "node:fs";
 import { mkdir, rename, rm, stat } from "node:fs/promises";
 import { dirname, basename, join } from "node:path";
 
@@ -5,6 +6,23 @@ import { dirname, basename, join } from "node:path";
 export async function fileFingerprint(path: string): Promise<{ path: string; bytes: number; mtime_ms: number }> {
   const s = await stat(path);
   return { path, bytes: s.size, mtime_ms: Math.trunc(s.mtimeMs) };
+}
+
+/**
+ * The files directly in `folder` (symlinks followed, as in a Hugging Face snapshot), sorted; none when it is
+ * missing. For fingerprinting a model or SAE folder by its files.
+ */
+export function folderFiles(folder: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(folder);
+  } catch {
+    return [];
+  }
+  return names
+    .sort()
+    .map((name) => join(folder, name))
+    .filter((path) => statSync(path, { throwIfNoEntry: false })?.isFile() ?? false);
 }
 
 export async function exists(path: string): Promise<boolean> {

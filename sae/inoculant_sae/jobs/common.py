@@ -58,9 +58,15 @@ def resolve_target(model: ModelSpec, device_name: str, sae: SAESpec, block: int 
     prepare(device)
     dtype = resolve_dtype(model.dtype, device) if isinstance(model, HFModelSpec) else None
     config = resources.sae_config(sae)
+    if block is not None and config.block is not None and block != config.block:
+        # Reading another block's residual with this SAE gives latents that mean nothing, without any error.
+        raise UserError(
+            f"sae.block {block} disagrees with the SAE in {sae.path}, whose config says it was trained on block "
+            f"{config.block}: leave sae.block out to use the SAE's own, or set it to {config.block}"
+        )
     chosen = block if block is not None else config.block
     if chosen is None:
-        raise UserError(f"the SAE config in {sae.path} names no layer: set params.block to the hooked block")
+        raise UserError(f"the SAE config in {sae.path} names no layer: set sae.block to the hooked block")
     return Target(device, dtype, config, chosen)
 
 
@@ -69,7 +75,12 @@ def load_models(model: ModelSpec, sae_spec: SAESpec, target: Target, resources: 
     if not 0 <= target.block < backend.num_blocks:
         raise UserError(
             f"block {target.block} is out of range: the model has {backend.num_blocks} blocks "
-            f"(0..{backend.num_blocks - 1}); set params.block to one of them"
+            f"(0..{backend.num_blocks - 1}); "
+            + (
+                f"the SAE's config names block {target.block}, so this SAE was trained on another model"
+                if target.sae_config.block == target.block
+                else "set sae.block to one of them"
+            )
         )
     if backend.hidden_size != target.sae_config.d_in:
         raise UserError(
