@@ -58,6 +58,16 @@ async function descriptions(ctx: StageContext): Promise<{ rows: FeatureLabelRow[
 async function runClassify(ctx: StageContext): Promise<StageOutcome> {
   const { config, store, progress } = ctx;
   const { rows, rejected } = await descriptions(ctx);
+  const top = config.sae && (await store.hasTable("features")) ? (await store.query(`SELECT latent FROM ${store.table("features")}`)).map((r) => Number(r.latent)) : null;
+  // Before any request: a file for another SAE is a mistake to fix, not latents to label.
+  if (config.labels.import && top !== null && rows.length > 0 && !rows.some((r) => top.includes(r.latent))) {
+    throw new StageError(
+      "classify",
+      `labels.import: none of the ${rows.length} latents labelled in ${config.labels.import} is among this run's ${top.length} top latents ` +
+        `(${top.slice(0, 5).join(", ")}${top.length > 5 ? ", …" : ""}): the file labels another SAE's latents, or another run's. ` +
+        `Import labels for this SAE, or leave labels.import out to have llm.judge describe and label the top latents.`,
+    );
+  }
   const trait = traitText(config);
   const todo = rows.filter((r) => r.label === null && r.description !== null);
   let usage = {};
@@ -89,18 +99,8 @@ async function runClassify(ctx: StageContext): Promise<StageOutcome> {
     }
     usage = llm.usage();
   }
-  const top = config.sae && (await store.hasTable("features")) ? (await store.query(`SELECT latent FROM ${store.table("features")}`)).map((r) => Number(r.latent)) : null;
-  const counts = labelCounts(rows, top, rejected);
-  if (config.labels.import && top !== null && counts.labels_outside_top === rows.length && rows.length > 0) {
-    throw new StageError(
-      "classify",
-      `labels.import: none of the ${rows.length} latents labelled in ${config.labels.import} is among this run's ${top.length} top latents ` +
-        `(${top.slice(0, 5).join(", ")}${top.length > 5 ? ", …" : ""}): the file labels another SAE's latents, or another run's. ` +
-        `Import labels for this SAE, or leave labels.import out to have llm.judge describe and label the top latents.`,
-    );
-  }
   const written = await store.writeTable("feature_labels", featureLabelsSql(rows));
-  return { rows: written, counts, details: { trait, llm: usage } };
+  return { rows: written, counts: labelCounts(rows, top, rejected), details: { trait, llm: usage } };
 }
 
 /**
