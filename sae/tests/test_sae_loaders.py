@@ -198,6 +198,15 @@ def test_missing_folder_says_what_a_folder_holds(tmp_path: Path) -> None:
         read_sae_config("dictionary_learning", tmp_path / "nope")
 
 
+def test_a_damaged_ae_pt_says_so_in_one_line(tmp_path: Path) -> None:
+    write_dictionary_learning(tmp_path, "BatchTopKSAE", random_weights(False))
+    data = (tmp_path / "ae.pt").read_bytes()
+    (tmp_path / "ae.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match=r"cannot read .*ae\.pt as a PyTorch state dict \(.*\): the file is damaged or incomplete") as caught:
+        load_sae(read_sae_config("dictionary_learning", tmp_path), EncodeMode.THRESHOLD, torch.device("cpu"))
+    assert "\n" not in str(caught.value)
+
+
 def test_weights_that_do_not_fit_the_config(tmp_path: Path) -> None:
     write_dictionary_learning(tmp_path, "BatchTopKSAE", random_weights(False))
     config = json.loads((tmp_path / "config.json").read_text())

@@ -86,8 +86,9 @@ function ruleText(data: ReportData): string {
   const r = data.flagRule;
   if (!r) return "";
   return (
-    `<p>SAE rule: a row is flagged when at least <b>M = ${r.minNo}</b> of its top <b>N = ${r.topN}</b> latents (its top latents with ` +
-    `the largest increase on that row, ties by latent id) are labelled <span class="badge no">no</span>; unlabelled latents count as ` +
+    `<p>SAE rule: a row is flagged when at least <b>M = ${r.minNo}</b> of its top <b>N = ${r.topN}</b> latents (among the run's top latents below, ` +
+    `the ones with the largest increase on that row, ties by latent id; not the row's own top over every SAE latent in ` +
+    `<code>row_top</code>) are labelled <span class="badge no">no</span>; unlabelled latents count as ` +
     `${r.unlabelledAs === "no" ? "no" : "not no"}. Its score for the curve: the summed increase of the row's <i>no</i> latents.</p>`
   );
 }
