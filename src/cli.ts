@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import { format } from "node:util";
 import { Command, CommanderError, Option } from "commander";
 import { loadConfig } from "./config/load.ts";
@@ -8,6 +7,7 @@ import { runPipeline, runStatus, type PipelineSummary, type StageReport } from "
 import { STAGES } from "./pipeline/stages.ts";
 import { silentProgress, terminalProgress } from "./progress.ts";
 import { formatStatus, formatSummary } from "./cli-format.ts";
+import { packageVersion } from "./util/version.ts";
 import { loadEvalConfig } from "./eval/config.ts";
 import { formatEvalSummary } from "./eval/format.ts";
 import { runEval, type EvalSummary } from "./eval/run.ts";
@@ -65,11 +65,6 @@ async function execute(configPath: string, flags: RunFlags, until?: string): Pro
     }
     throw error;
   }
-}
-
-/** The version in package.json, read at run time so that it never drifts from the package's. */
-function packageVersion(): string {
-  return (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
 }
 
 export function buildProgram(): Command {

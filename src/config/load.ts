@@ -85,14 +85,10 @@ export async function resolveConfig(
       });
     }
   }
-  for (const src of sourceList) {
-    const found = await stat(src.path).catch(() => null);
-    if (!found) throw new UserError(`${where}: sources.${src.name}.path: file ${src.path} does not exist`);
-    if (!found.isFile()) {
-      const what = found.isDirectory() ? "a folder" : "not a regular file (ingest reads it twice)";
-      throw new UserError(`${where}: sources.${src.name}.path: ${src.path} is ${what}; give the path of a .jsonl or .parquet file`);
-    }
-  }
+  await checkLocalPaths(
+    where,
+    sourceList.map((src) => [`sources.${src.name}.path`, src.path, "file", "a .jsonl or .parquet file"] as const),
+  );
 
   const arms = config.export.arms ?? defaultArms({ audit: config.audit !== undefined, sae: config.sae !== undefined && config.llm.judge !== undefined });
   checkLlmSections(config, arms, where);
@@ -165,14 +161,20 @@ export function userConfig(config: ResolvedConfig): Omit<ResolvedConfig, "config
   return rest;
 }
 
-/** Each set local path (hf:// references are fetched later) must exist, as a file or a folder. */
-async function checkLocalPaths(where: string, paths: readonly (readonly [string, string | undefined, "file" | "folder"])[]): Promise<void> {
-  for (const [key, path, kind] of paths) {
+/** A config key's path, whether it names a file or a folder, and (for a file) what kind of file to give instead. */
+type LocalPath = readonly [key: string, path: string | undefined, kind: "file" | "folder", wanted?: string];
+
+/** Each set local path (hf:// references are fetched later) must exist, as a regular file or a folder. */
+async function checkLocalPaths(where: string, paths: readonly LocalPath[]): Promise<void> {
+  for (const [key, path, kind, wanted] of paths) {
     if (path === undefined || path.startsWith("hf://")) continue;
     const found = await stat(path).catch(() => null);
-    if (!found) throw new UserError(`${where}: ${key}: ${path} does not exist`);
-    if (kind === "folder" ? !found.isDirectory() : found.isDirectory()) {
-      throw new UserError(`${where}: ${key}: ${path} is ${kind === "folder" ? "not a folder" : "a folder, not a file"}`);
+    if (!found) throw new UserError(`${where}: ${key}: ${kind} ${path} does not exist`);
+    if (kind === "folder" && !found.isDirectory()) throw new UserError(`${where}: ${key}: ${path} is not a folder`);
+    if (kind === "file" && !found.isFile()) {
+      // A pipe or device is no file either: ingest and the fingerprints read a file more than once.
+      const what = found.isDirectory() ? "a folder" : "not a regular file";
+      throw new UserError(`${where}: ${key}: ${path} is ${what}; give the path of ${wanted ?? "a file"}`);
     }
   }
 }

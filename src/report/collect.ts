@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { ArmManifest } from "../stages/export.ts";
@@ -8,6 +7,7 @@ import type { FlagRuleOptions } from "../labels/flag-rule.ts";
 import { evaluateConfusion, precisionRecallCurve } from "../stats/metrics.ts";
 import type { RunStore } from "../store/run-store.ts";
 import { exists } from "../util/fs.ts";
+import { packageVersion } from "../util/version.ts";
 import type { ArmLine, DatasetSummary, FlagSide, ReportData, ReportLatent, ReportPrompt, StageLine } from "./report-data.ts";
 
 /**
@@ -63,8 +63,6 @@ export interface CollectOptions {
   now?: Date;
 }
 
-const PACKAGE_JSON = new URL("../../package.json", import.meta.url);
-
 /** Whether the run has a table, as far as the report is concerned. */
 type HasTable = (table: string) => Promise<boolean>;
 
@@ -104,9 +102,8 @@ async function requireColumns(store: RunStore, table: string, needed: readonly s
 }
 
 async function versions(store: RunStore): Promise<Record<string, string>> {
-  const pkg = JSON.parse(readFileSync(PACKAGE_JSON, "utf8")) as { version: string };
   const [duck] = await store.query("SELECT version() AS v");
-  const out: Record<string, string> = { inoculant: pkg.version, node: process.version, duckdb: String(duck?.v) };
+  const out: Record<string, string> = { inoculant: packageVersion(), node: process.version, duckdb: String(duck?.v) };
   // What the SAE stages recorded about how they encoded (faithful threshold or reference-compatible relu).
   for (const entry of (await store.readManifest()).values()) {
     if (typeof entry.details.encode === "string") out[`${entry.stage}: SAE encode`] = entry.details.encode;

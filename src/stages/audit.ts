@@ -121,12 +121,10 @@ const QUOTED_UNPARSED = 5;
  * parse_retries asks only for the new samples.
  */
 function failOnUnparsed(outcomes: readonly (readonly [string, ItemOutcome<Verdict>])[], config: ResolvedConfig): void {
-  const unparsed = outcomes.filter(([, outcome]) => outcome.status === "unparsed");
+  const unparsed = outcomes.flatMap(([rowId, outcome]) => (outcome.status === "unparsed" ? [`${rowId}: ${outcome.error}`] : []));
   if (unparsed.length === 0) return;
   const answers = 1 + config.llm.judge!.parse_retries;
-  const quoted = unparsed
-    .slice(0, QUOTED_UNPARSED)
-    .map(([rowId, outcome]) => `  ${rowId}: ${outcome.status === "unparsed" ? outcome.error : outcome.status}`);
+  const quoted = unparsed.slice(0, QUOTED_UNPARSED).map((line) => `  ${line}`);
   const more = unparsed.length > QUOTED_UNPARSED ? `\n  … and ${unparsed.length - QUOTED_UNPARSED} more` : "";
   throw new StageError(
     "audit",
