@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Creates (or reuses) the sidecar's virtual environment and runs its tests.
 //   node scripts/sidecar-env.mjs install   create sae/.venv and pip-install sae/ with its test extras
-//   node scripts/sidecar-env.mjs test      the same, then pytest
+//   node scripts/sidecar-env.mjs test      the same, then ruff (lint and format), mypy --strict and pytest
 //   node scripts/sidecar-env.mjs python    print the environment's interpreter path
 // The environment is reinstalled only when sae/pyproject.toml changes (a stamp file records its hash).
 // INOCULANT_PYTHON picks the interpreter that creates the environment (default: python3).
@@ -45,6 +45,14 @@ if (command === "install") {
   install();
 } else if (command === "test") {
   install();
+  // Static checks first: they take seconds, and a type error explains a failing test better than the test does.
+  for (const args of [["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]]) {
+    const r = spawnSync(python, ["-m", ...args], { stdio: "inherit", cwd: sae });
+    if (r.status !== 0) {
+      console.error(`sidecar-env: ${args.join(" ")} failed; \`${python} -m ruff format .\` in sae/ fixes formatting`);
+      process.exit(r.status ?? 1);
+    }
+  }
   const r = spawnSync(python, ["-m", "pytest", "-q", join(sae, "tests")], { stdio: "inherit", cwd: sae });
   process.exit(r.status ?? 1);
 } else if (command === "python") {

@@ -98,8 +98,10 @@ describe("SAE stages (planted signal, CPU sidecar)", () => {
     expect(ran(again)).toEqual([["ingest", "skipped"], ["mix", "skipped"], ["activations", "skipped"], ["harvest", "skipped"]]);
     // A new top_n reruns the diff from the cached pooled vectors: no forward pass.
     const moreLatents = { ...config, activations: { ...config.activations, top_n: 12 } };
-    const rerun = await runPipeline(moreLatents, { until: "activations" });
+    const rerun = await runPipeline(moreLatents, { until: "harvest" });
     expect(stageOf(rerun, "activations").details.summary).toMatchObject({ computed_shards: 0, cached_shards: 4 });
+    // Other latents: harvest's cached shards are keyed by the latents, so it runs the model again.
+    expect(stageOf(rerun, "harvest").details.summary).toMatchObject({ cached_shards: 0 });
     expect(await readParquet(join(config.runDir, "tables", "features.parquet"))).toHaveLength(12);
 
     // The SAE's files are inputs too: one changed in place reruns the stages that read it.
@@ -107,6 +109,9 @@ describe("SAE stages (planted signal, CPU sidecar)", () => {
     await utimes(join(fixture, "sae", "ae.pt"), later, later);
     const touched = await runPipeline(moreLatents, { until: "harvest" });
     expect(ran(touched)).toEqual([["ingest", "skipped"], ["mix", "skipped"], ["activations", "ran"], ["harvest", "ran"]]);
+    // Touched, not changed: the sidecar's caches key on the files' content, so neither stage runs the model again.
+    expect(stageOf(touched, "activations").details.summary).toMatchObject({ computed_shards: 0 });
+    expect(stageOf(touched, "harvest").details.summary).toMatchObject({ computed_shards: 0 });
   }, 180_000);
 
   it("counts imported labels over the run's top latents, and refuses a file that labels none of them", async () => {

@@ -78,6 +78,8 @@ class HarvestParams:
     max_tokens: int
     pooling: PoolingOptions  # which tokens may be a peak: tokens="all", exclusions as given
     corpora: tuple[CorpusSpec, ...]
+    cache_dir: Path
+    shard_rows: int
 
 
 class _Fields:
@@ -262,4 +264,6 @@ def parse_harvest_params(params: Any) -> HarvestParams:
         max_tokens=int(f.integer("max_tokens", 1024, minimum=2)),
         pooling=_pooling(f, "all"),
         corpora=corpora,
+        cache_dir=Path(f.string("cache_dir")),
+        shard_rows=int(f.integer("shard_rows", 1024, minimum=1)),
     )

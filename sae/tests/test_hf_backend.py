@@ -276,6 +276,7 @@ def test_harvest_job_runs_on_the_hf_backend(snapshot: Path, tmp_path: Path) -> N
         "top_k": 2,
         "window": {"before": 3, "after": 1},
         "corpora": [{"name": "web", "path": str(corpus), "text_field": "text"}],
+        "cache_dir": str(tmp_path / "cache"),
     }
     summary, out = run_job("harvest", params)
     examples = out.table("feature_examples").to_pylist()

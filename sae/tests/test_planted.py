@@ -28,6 +28,13 @@ def diff_params(manifest: dict[str, Any], cache: Path, **changes: Any) -> dict[s
     return params
 
 
+def harvest_params(manifest: dict[str, Any], cache: Path, **changes: Any) -> dict[str, Any]:
+    params: dict[str, Any] = copy.deepcopy(manifest["harvest_params"])
+    params["cache_dir"] = str(cache)
+    params.update(changes)
+    return params
+
+
 def test_planted_latents_are_the_top_features(planted: dict[str, Any], tmp_path: Path) -> None:
     summary, out = run_job("diff", diff_params(planted, tmp_path), rows_table(planted))
     features = out.table("features").to_pylist()
@@ -162,8 +169,8 @@ def test_saelens_copy_of_the_planted_sae_gives_the_same_features(planted: dict[s
     assert [f["mean_diff"] for f in a] == pytest.approx([f["mean_diff"] for f in b], abs=1e-6)
 
 
-def test_harvest_finds_the_planted_words(planted: dict[str, Any]) -> None:
-    params = copy.deepcopy(planted["harvest_params"])
+def test_harvest_finds_the_planted_words(planted: dict[str, Any], tmp_path: Path) -> None:
+    params = harvest_params(planted, tmp_path)
     summary, out = run_job("harvest", params)
     examples = out.table("feature_examples").to_pylist()
     word_of = {latent: word for word, latent in PLANTED.items()}
@@ -180,8 +187,8 @@ def test_harvest_finds_the_planted_words(planted: dict[str, Any]) -> None:
     assert summary["corpora"]["corpus"]["rows"] == 7 and summary["examples"] == len(examples)
 
 
-def test_harvest_ranks_by_activation_and_keeps_top_k(planted: dict[str, Any]) -> None:
-    params = copy.deepcopy(planted["harvest_params"])
+def test_harvest_ranks_by_activation_and_keeps_top_k(planted: dict[str, Any], tmp_path: Path) -> None:
+    params = harvest_params(planted, tmp_path)
     params.update(latents=list(range(64)), top_k=2, corpora=params["corpora"][:1])
     _, out = run_job("harvest", params)
     examples = out.table("feature_examples").to_pylist()
@@ -192,28 +199,41 @@ def test_harvest_ranks_by_activation_and_keeps_top_k(planted: dict[str, Any]) ->
         assert all(e["activation"] > 0 for e in mine)
 
 
-def test_harvest_latent_out_of_range_is_a_user_error(planted: dict[str, Any]) -> None:
-    params = dict(planted["harvest_params"], latents=[5, 64])
+def test_harvest_latent_out_of_range_is_a_user_error(planted: dict[str, Any], tmp_path: Path) -> None:
+    params = harvest_params(planted, tmp_path, latents=[5, 64])
     with pytest.raises(UserError, match=r"latent\(s\) \[64\] out of range.*64 latents"):
         run_job("harvest", params)
 
 
 def test_block_out_of_range_for_a_plugin_is_a_user_error(planted: dict[str, Any], tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"block 7 is out of range: the model has 3 blocks \(0\.\.2\); set sae\.block"):
-        run_job("diff", diff_params(planted, tmp_path, block=7, sae=sae_with_layer(planted, tmp_path, None)), rows_table(planted))
+        run_job(
+            "diff",
+            diff_params(planted, tmp_path, block=7, sae=sae_with_layer(planted, tmp_path, None)),
+            rows_table(planted),
+        )
     # The block came from the SAE's own config: then the SAE is the mistake.
-    with pytest.raises(UserError, match=r"block 7 is out of range.*the SAE's config names block 7, so this SAE was trained on another model"):
-        run_job("diff", diff_params(planted, tmp_path, block=None, sae=sae_with_layer(planted, tmp_path, 7)), rows_table(planted))
+    with pytest.raises(
+        UserError,
+        match=r"block 7 is out of range.*the SAE's config names block 7, so this SAE was trained on another model",
+    ):
+        run_job(
+            "diff",
+            diff_params(planted, tmp_path, block=None, sae=sae_with_layer(planted, tmp_path, 7)),
+            rows_table(planted),
+        )
 
 
 def test_a_block_other_than_the_saes_own_is_a_user_error(planted: dict[str, Any], tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"sae\.block 0 disagrees with the SAE in .*trained on block 1: leave sae\.block out"):
+    with pytest.raises(
+        UserError, match=r"sae\.block 0 disagrees with the SAE in .*trained on block 1: leave sae\.block out"
+    ):
         run_job("diff", diff_params(planted, tmp_path, block=0), rows_table(planted))
 
 
 def sae_with_layer(planted: dict[str, Any], tmp_path: Path, layer: int | None) -> dict[str, Any]:
     """The planted SAE, copied with its config's layer set to `layer` (None: no layer named)."""
-    sae = copy.deepcopy(planted["diff_params"]["sae"])
+    sae: dict[str, Any] = copy.deepcopy(planted["diff_params"]["sae"])
     folder = tmp_path / f"sae-layer-{layer}"
     shutil.copytree(sae["path"], folder)
     config = json.loads((folder / "config.json").read_text())

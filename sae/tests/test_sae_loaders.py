@@ -202,7 +202,9 @@ def test_a_damaged_ae_pt_says_so_in_one_line(tmp_path: Path) -> None:
     write_dictionary_learning(tmp_path, "BatchTopKSAE", random_weights(False))
     data = (tmp_path / "ae.pt").read_bytes()
     (tmp_path / "ae.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match=r"cannot read .*ae\.pt as a PyTorch state dict \(.*\): the file is damaged or incomplete") as caught:
+    with pytest.raises(
+        UserError, match=r"cannot read .*ae\.pt as a PyTorch state dict \(.*\): the file is damaged or incomplete"
+    ) as caught:
         load_sae(read_sae_config("dictionary_learning", tmp_path), EncodeMode.THRESHOLD, torch.device("cpu"))
     assert "\n" not in str(caught.value)
 

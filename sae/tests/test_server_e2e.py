@@ -32,7 +32,7 @@ def test_diff_then_harvest_over_the_protocol(planted: dict[str, Any], tmp_path: 
         assert results["tokens"].num_rows == 8
         assert done.header["summary"]["encode"] == "threshold" and done.header["summary"]["rows"] == 8
 
-        harvest = sidecar.run("h1", "harvest", planted["harvest_params"])
+        harvest = sidecar.run("h1", "harvest", dict(planted["harvest_params"], cache_dir=str(tmp_path / "harvest")))
         assert harvest[-1].type == "done", harvest[-1].header
         examples = tables(harvest)["feature_examples"]
         assert set(examples.column("latent").to_pylist()) == set(PLANTED.values())

@@ -66,6 +66,8 @@ export const harvestSchema = z.strictObject({
   corpora: z.array(corpusSchema).default([]),
   /** Longest sequence (tokens) read from any corpus row. */
   max_tokens: z.number().int().positive().default(512),
+  /** Rows per cached shard: a killed harvest resumes at the first shard it had not finished. */
+  shard_rows: z.number().int().positive().default(1024),
 });
 
 /** Extra keys of `model` for the sidecar. */

@@ -77,6 +77,8 @@ async function runHarvest(ctx: StageContext): Promise<StageOutcome> {
     exclude_special: config.activations.pooling.exclude_special,
     outlier_norm_multiple: config.activations.pooling.outlier_norm_multiple,
     corpora: list,
+    cache_dir: join(store.dir, "cache", "harvest"),
+    shard_rows: config.harvest.shard_rows,
   };
   const result = await runSidecarJob(ctx, {
     job: "harvest",

@@ -1,6 +1,11 @@
 """Job `harvest`: for each requested latent and each corpus, the top-k rows where the latent fires most, each with
 a token window around its peak, the latent's activation on every window token, and the window's text.
 
+Each corpus is cut into shards of `shard_rows`; a shard's own top-k per latent (decoded) is cached under a key of
+everything it depends on and its rows, so a killed harvest resumes at its first unfinished shard, and a rerun with
+the same latents (a forced activations rerun, a changed row_top_k) runs no model at all. The corpus's top-k is the
+top-k of its shards' top-ks, which is exact because every example is ordered by (peak, earlier row).
+
 One bounded min-heap per (corpus, latent) holds the best rows seen so far; a row enters when its peak beats the
 heap's smallest. Only the requested latents' encoder columns are multiplied (unless the SAE is TopK, whose
 activations depend on all latents). Tokens the pooling options exclude (first, special, outliers) never count as
@@ -12,7 +17,7 @@ from __future__ import annotations
 import heapq
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +29,9 @@ import torch
 
 from ..backends.base import ChatMessage, ModelBackend, TokenizedSequence, make_batch
 from ..batching import pack_by_length
+from ..cache import ShardCache
 from ..errors import UserError
+from ..fingerprint import stable_hash
 from ..params import CorpusSpec, HarvestParams
 from ..sae.model import SAE
 from .common import encode_chunk_tokens, forward_and_select, load_models, resolve_target
@@ -32,6 +39,9 @@ from .output import JobOutput, Progress
 from .resources import Resources
 
 RowContent = str | list[ChatMessage]
+
+# Bump when a shard's cached table changes meaning or layout.
+CACHE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -131,18 +141,53 @@ def _tokenize(backend: ModelBackend, content: RowContent, system_prompt: str | N
     return backend.tokenize_chat(content, system_prompt)
 
 
-def _harvest_corpus(
-    spec: CorpusSpec,
+_SHARD_SCHEMA = pa.schema(
+    [
+        ("latent", pa.int32()),
+        ("activation", pa.float32()),
+        ("source_row", pa.int64()),
+        ("peak_index", pa.int32()),
+        ("tokens", pa.list_(pa.string())),
+        ("token_acts", pa.list_(pa.float32())),
+        ("text", pa.string()),
+    ]
+)
+
+_RESULT_SCHEMA = pa.schema(
+    [
+        ("latent", pa.int32()),
+        ("corpus", pa.string()),
+        ("rank", pa.int32()),
+        ("activation", pa.float32()),
+        ("source_row", pa.int64()),
+        ("peak_index", pa.int32()),
+        ("tokens", pa.list_(pa.string())),
+        ("token_acts", pa.list_(pa.float32())),
+        ("text", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class _Shard:
+    start: int  # the first row's index in the corpus
+    key: str
+    contents: Sequence[RowContent]
+
+
+def _harvest_shard(
+    shard: _Shard,
     params: HarvestParams,
     backend: ModelBackend,
     sae: SAE,
     block: int,
-    out: JobOutput,
-) -> tuple[TopK, dict[str, int]]:
-    contents = read_corpus(spec)
+    progress: Progress,
+    rows_before: int,
+) -> tuple[pa.Table, dict[str, int]]:
+    """The shard's own top-k per latent, decoded: the corpus's top-k is the top-k of its shards' top-ks."""
     seqs: list[TokenizedSequence] = []
     truncated = 0
-    for content in contents:
+    for content in shard.contents:
         seq = _tokenize(backend, content, params.system_prompt)
         if len(seq) > params.max_tokens:
             seq = seq.truncated(params.max_tokens)
@@ -151,9 +196,8 @@ def _harvest_corpus(
     rows = [i for i, s in enumerate(seqs) if len(s) > 0]
     latents = torch.tensor(params.latents, dtype=torch.long, device=sae.device)
     best = TopK(len(params.latents), params.top_k)
-    progress = Progress(out, f"harvest:{spec.name}", len(contents))
-    progress.update(len(contents) - len(rows))
-    done = len(contents) - len(rows)
+    done = len(seqs) - len(rows)
+    progress.update(rows_before + done)
     chunk = encode_chunk_tokens(sae)
     tokens = 0
     for indices in pack_by_length([len(seqs[r]) for r in rows], params.token_budget):
@@ -168,16 +212,18 @@ def _harvest_corpus(
         acts_np = acts.cpu().numpy()
         peaks = acts_np.max(axis=1)  # [B, L]
         peak_at = acts_np.argmax(axis=1)
-        for j, latent in zip(*np.nonzero((peaks > 0) & (peaks > best.floor()[None, :])), strict=True):
-            source_row = batch_rows[j]
-            seq = seqs[source_row]
+        # >= rather than >: a tie with the heap's smallest may still win on the earlier row, so the result does
+        # not depend on the order batches run in (nor on where shards are cut).
+        for j, latent in zip(*np.nonzero((peaks > 0) & (peaks >= best.floor()[None, :])), strict=True):
+            local = batch_rows[j]
+            seq = seqs[local]
             p = int(peak_at[j, latent])
             lo_t, hi_t = max(0, p - params.window_before), min(len(seq), p + params.window_after + 1)
             best.offer(
                 int(latent),
                 Example(
                     activation=float(peaks[j, latent]),
-                    source_row=source_row,
+                    source_row=shard.start + local,
                     peak_index=p - lo_t,
                     token_ids=seq.input_ids[lo_t:hi_t],
                     token_acts=tuple(float(a) for a in acts_np[j, lo_t:hi_t, latent]),
@@ -185,61 +231,47 @@ def _harvest_corpus(
             )
         tokens += sum(batch.lengths)
         done += len(indices)
-        progress.update(done)
-    return best, {
-        "rows": len(contents),
-        "truncated_rows": truncated,
-        "empty_rows": len(contents) - len(rows),
-        "tokens": tokens,
-    }
+        progress.update(rows_before + done)
+    columns: dict[str, list[Any]] = {name: [] for name in _SHARD_SCHEMA.names}
+    for li, latent_id in enumerate(params.latents):
+        for ex in best.ranked(li):
+            columns["latent"].append(latent_id)
+            columns["activation"].append(ex.activation)
+            columns["source_row"].append(ex.source_row)
+            columns["peak_index"].append(ex.peak_index)
+            columns["tokens"].append(backend.token_strings(ex.token_ids))
+            columns["token_acts"].append(list(ex.token_acts))
+            columns["text"].append(backend.decode(ex.token_ids))
+    stats = {"rows": len(seqs), "truncated_rows": truncated, "empty_rows": len(seqs) - len(rows), "tokens": tokens}
+    return pa.table(columns, schema=_SHARD_SCHEMA), stats
 
 
-def _examples_table(params: HarvestParams, backend: ModelBackend, per_corpus: Sequence[tuple[str, TopK]]) -> pa.Table:
-    columns: dict[str, list[Any]] = {
-        name: []
-        for name in (
-            "latent",
-            "corpus",
-            "rank",
-            "activation",
-            "source_row",
-            "peak_index",
-            "tokens",
-            "token_acts",
-            "text",
-        )
-    }
+def _ranked(tables: Sequence[pa.Table], corpus: str, top_k: int, latent_order: dict[int, int]) -> pa.Table:
+    """One corpus's examples from its shards' tables: per latent the `top_k` highest peaks, ties to the earlier row,
+    ordered by latent (as requested), then rank."""
+    table = pa.concat_tables(tables) if tables else _SHARD_SCHEMA.empty_table()
+    order = np.array([latent_order[x] for x in table.column("latent").to_pylist()], dtype=np.int64)
+    keys = np.lexsort((table.column("source_row").to_numpy(), -table.column("activation").to_numpy(), order))
+    ordered = order[keys]
+    starts = np.r_[0, np.flatnonzero(np.diff(ordered)) + 1] if len(keys) else np.zeros(0, dtype=np.int64)
+    rank = np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)])) + 1
+    keep = rank <= top_k
+    picked = table.take(pa.array(keys[keep]))
+    columns = {name: picked.column(name) for name in _SHARD_SCHEMA.names}
+    columns["corpus"] = pa.array([corpus] * picked.num_rows, pa.string())
+    columns["rank"] = pa.array(rank[keep], pa.int32())
+    return pa.table({name: columns[name] for name in _RESULT_SCHEMA.names}, schema=_RESULT_SCHEMA)
 
-    def examples() -> Iterator[tuple[int, str, int, Example]]:
-        for li, latent in enumerate(params.latents):
-            for corpus, best in per_corpus:
-                for rank, example in enumerate(best.ranked(li), start=1):
-                    yield latent, corpus, rank, example
 
-    for latent, corpus, rank, ex in examples():
-        columns["latent"].append(latent)
-        columns["corpus"].append(corpus)
-        columns["rank"].append(rank)
-        columns["activation"].append(ex.activation)
-        columns["source_row"].append(ex.source_row)
-        columns["peak_index"].append(ex.peak_index)
-        columns["tokens"].append(backend.token_strings(ex.token_ids))
-        columns["token_acts"].append(list(ex.token_acts))
-        columns["text"].append(backend.decode(ex.token_ids))
-    schema = pa.schema(
-        [
-            ("latent", pa.int32()),
-            ("corpus", pa.string()),
-            ("rank", pa.int32()),
-            ("activation", pa.float32()),
-            ("source_row", pa.int64()),
-            ("peak_index", pa.int32()),
-            ("tokens", pa.list_(pa.string())),
-            ("token_acts", pa.list_(pa.float32())),
-            ("text", pa.string()),
-        ]
-    )
-    return pa.table(columns, schema=schema)
+def _in_request_order(per_corpus: Sequence[pa.Table], latents: Sequence[int]) -> pa.Table:
+    """Latent (as given), corpus (as given), rank: each corpus table is already by latent, then rank."""
+    if not per_corpus:
+        return _RESULT_SCHEMA.empty_table()
+    table = pa.concat_tables(per_corpus)
+    position = {x: i for i, x in enumerate(latents)}
+    latent = np.array([position[x] for x in table.column("latent").to_pylist()], dtype=np.int64)
+    corpus = np.repeat(np.arange(len(per_corpus)), [t.num_rows for t in per_corpus])
+    return table.take(pa.array(np.lexsort((table.column("rank").to_numpy(), corpus, latent))))
 
 
 def run_harvest(params: HarvestParams, resources: Resources, out: JobOutput) -> dict[str, Any]:
@@ -251,24 +283,75 @@ def run_harvest(params: HarvestParams, resources: Resources, out: JobOutput) -> 
             f"latent(s) {out_of_range[:5]} out of range: the SAE in {params.sae.path} has "
             f"{target.sae_config.d_sae} latents (0..{target.sae_config.d_sae - 1})"
         )
-    backend, sae = load_models(params.model, params.sae, target, resources)
-    per_corpus: list[tuple[str, TopK]] = []
+    # Everything a shard's examples depend on; the batch packing (token_budget) does not change them.
+    job_identity = {
+        "cache_version": CACHE_VERSION,
+        "model": resources.model_identity(params.model),
+        "sae": resources.sae_identity(params.sae),
+        "encode": params.sae.encode.value,
+        "block": target.block,
+        "dtype": str(target.dtype),
+        "pooling": params.pooling.as_dict(),
+        "system_prompt": params.system_prompt,
+        "latents": list(params.latents),
+        "top_k": params.top_k,
+        "window": [params.window_before, params.window_after],
+        "max_tokens": params.max_tokens,
+    }
+    job_key = stable_hash(job_identity)
+    cache = ShardCache(params.cache_dir, f"harvest-{job_key[:16]}")
+    cache.write_note(f"harvest-{job_key[:16]}.json", job_identity)
+    models: tuple[ModelBackend, SAE] | None = None
+    load_seconds = 0.0
+    per_corpus: list[pa.Table] = []
     corpora: dict[str, dict[str, int]] = {}
+    shard_counts = {"shards": 0, "cached_shards": 0, "computed_shards": 0}
+    latent_order = {x: i for i, x in enumerate(params.latents)}
     for spec in params.corpora:
-        best, counts = _harvest_corpus(spec, params, backend, sae, target.block, out)
-        per_corpus.append((spec.name, best))
+        contents = read_corpus(spec)
+        # Keyed by the rows themselves (and where they start, which source_row depends on), not by the file: an
+        # edited corpus recomputes only the shards whose rows changed, and the corpus name is only a label.
+        shards = [
+            _Shard(start, stable_hash([job_key, start, contents[start : start + params.shard_rows]])[:32], part)
+            for start in range(0, len(contents), params.shard_rows)
+            for part in [contents[start : start + params.shard_rows]]
+        ]
+        progress = Progress(out, f"harvest:{spec.name}", len(contents))
+        done = sum(len(s.contents) for s in shards if cache.is_done(s.key))
+        progress.update(done)
+        tables: list[pa.Table] = []
+        counts = {"rows": 0, "truncated_rows": 0, "empty_rows": 0, "tokens": 0}
+        for shard in shards:
+            if cache.is_done(shard.key):
+                shard_counts["cached_shards"] += 1
+            else:
+                if models is None:
+                    load_start = time.perf_counter()
+                    models = load_models(params.model, params.sae, target, resources)
+                    load_seconds = time.perf_counter() - load_start
+                table, stats = _harvest_shard(shard, params, *models, target.block, progress, done)
+                cache.write(shard.key, table, stats)
+                shard_counts["computed_shards"] += 1
+                done += len(shard.contents)
+            tables.append(cache.read(shard.key))
+            for name, value in cache.stats(shard.key).items():
+                counts[name] += int(value)
+        shard_counts["shards"] += len(shards)
+        per_corpus.append(_ranked(tables, spec.name, params.top_k, latent_order))
         corpora[spec.name] = counts
-    table = _examples_table(params, backend, per_corpus)
+    table = _in_request_order(per_corpus, params.latents)
     out.result("feature_examples", table, final=True)
     return {
         "job": "harvest",
         "latents": len(params.latents),
         "examples": table.num_rows,
         "corpora": corpora,
+        **shard_counts,
+        "cache_key": job_key[:16],
         "top_k": params.top_k,
         "window": {"before": params.window_before, "after": params.window_after},
         "pooling": params.pooling.as_dict(),
         **target.describe(params.sae),
         "system_prompt": params.system_prompt,
-        "seconds": {"total": time.perf_counter() - started},
+        "seconds": {"total": time.perf_counter() - started, "load": load_seconds},
     }

@@ -64,7 +64,8 @@ def read_weights(config: SAEConfig) -> SAEWeights:
         # torch's own message runs to a page of advice on weights_only; its first line says what went wrong.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
-            f"cannot read {path} as a PyTorch state dict ({first}): the file is damaged or incomplete; download or copy it again"
+            f"cannot read {path} as a PyTorch state dict ({first}): the file is damaged or incomplete; "
+            "download or copy it again"
         ) from exc
     if not isinstance(state, dict):
         raise UserError(f"{path} holds a {type(state).__name__}, not a state dict")
