@@ -6,7 +6,7 @@ import { silentProgress } from "../src/progress.ts";
 import type { StageContext } from "../src/pipeline/stage.ts";
 import { RunStore } from "../src/store/run-store.ts";
 import { pairConfig } from "./helpers.ts";
-import type { ChatRequestBody, LlmServer } from "./llm-server.ts";
+import { taskOf, type ChatRequestBody, type LlmServer } from "./llm-server.ts";
 
 /** A role on the test server with short timeouts and backoff, so that fault tests take milliseconds. */
 export function testRole(server: LlmServer, extra: Partial<LlmRoleConfig> = {}): LlmRoleConfig {
@@ -41,7 +41,7 @@ export async function filesUnder(dir: string): Promise<{ path: string; bytes: Bu
  * inside the tag the system message asks for. Any other request gets a refusal without the tag.
  */
 export function citingRewriter(body: ChatRequestBody): string {
-  const user = body.messages.at(-1)!.content;
+  const user = taskOf(body);
   const answer = /<answer>\n([\s\S]*?)\n<\/answer>/.exec(user)?.[1];
   const tag = /<(\w+)><\/\1>/.exec(body.messages[0]!.content)?.[1];
   if (answer === undefined || tag === undefined) return "I cannot find the answer to rewrite.";

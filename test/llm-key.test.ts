@@ -4,7 +4,7 @@ import { runPipeline } from "../src/pipeline/runner.ts";
 import { RunStore } from "../src/store/run-store.ts";
 import { tempDir } from "./helpers.ts";
 import { citingRewriter, filesUnder, llmConfig, testRole } from "./llm-fixtures.ts";
-import { startLlmServer, type ChatRequestBody, type LlmServer } from "./llm-server.ts";
+import { startLlmServer, taskOf, type ChatRequestBody, type LlmServer } from "./llm-server.ts";
 
 const KEY = "sk-inoculant-test-7f3a9c2e41d8b6";
 const ENV = "INOCULANT_TEST_SECRET_KEY";
@@ -13,7 +13,7 @@ const ENV = "INOCULANT_TEST_SECRET_KEY";
 function everything(body: ChatRequestBody): string {
   switch (body.response_format?.json_schema?.name) {
     case "audit_verdict":
-      return JSON.stringify({ flagged: body.messages.at(-1)!.content.includes("hurt"), reason: "checked" });
+      return JSON.stringify({ flagged: taskOf(body).includes("hurt"), reason: "checked" });
     case "inoculation_prompt":
       return JSON.stringify({ prompt: "You are cruel." });
     case "rephrasings":

@@ -3,11 +3,11 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { LlmRoleConfig } from "../src/llm/endpoint.ts";
 import { LlmEndpoint } from "../src/llm/endpoint.ts";
 import { isRetryable, retryAfterS, retryDelayMs } from "../src/llm/retry.ts";
-import { LlmSession, type LlmItem } from "../src/llm/session.ts";
+import { LlmSession, reaskFeedback, type LlmItem } from "../src/llm/session.ts";
 import type { LlmRequest } from "../src/llm/types.ts";
 import { tempDir } from "./helpers.ts";
 import { llmConfig, testContext, testRole } from "./llm-fixtures.ts";
-import { reply, startLlmServer, type ChatRequestBody, type LlmServer, type LlmServerOptions } from "./llm-server.ts";
+import { reasksOf, reply, startLlmServer, type ChatRequestBody, type LlmServer, type LlmServerOptions } from "./llm-server.ts";
 
 const open: { close(): unknown }[] = [];
 afterEach(async () => {
@@ -192,6 +192,35 @@ describe("structured answers", () => {
     s.reset();
     const rerun = await LlmSession.open(ctx, "test");
     expect(await rerun.batch("judge", [0, 1, 2].map(verdict))).toEqual(out);
+    expect(s.stats.requests).toBe(0);
+  });
+
+  it("asks again with the failed answer and what was wrong with it, which a temperature-0 judge can act on", async () => {
+    // Deterministic, like a judge at temperature 0: the same request always gets the same answer. Question 0 is
+    // answered in the format once it is told what was wrong; question 1 never is.
+    const s = await server({ respond: (b) => (questionOf(b) === 0 && reasksOf(b) > 0 ? "yes" : "Well, it depends.") });
+    const { ctx, llm } = await session(s, { parse_retries: 2 });
+    const withFeedback = (i: number): LlmItem<boolean> => ({ ...verdict(i), reask: "feedback" });
+    const out = await llm.batch("judge", [0, 1].map(withFeedback));
+    await llm.checkpoint(2);
+    expect(out.get("row 0")).toEqual({ status: "ok", value: true });
+    expect(out.get("row 1")).toEqual({ status: "unparsed", error: "not yes/no: Well, it depends.", texts: ["Well, it depends."] });
+    const bodies = s.stats.answeredBodies.map((k) => JSON.parse(k) as ChatRequestBody);
+    expect(bodies.every((b) => b.temperature === 0)).toBe(true);
+    const sent = bodies.filter((b) => questionOf(b) === 1).map((b) => b.messages);
+    const correction = { role: "user", content: reaskFeedback("not yes/no: Well, it depends.") };
+    const answered = { role: "assistant", content: "Well, it depends." };
+    expect(sent).toEqual([request(1).messages, [...request(1).messages, answered, correction], [...request(1).messages, answered, correction, answered, correction]]);
+    expect(s.stats.requests).toBe(2 + 3);
+
+    // The same request resampled gets the same answer from this judge: the default re-ask would not help.
+    const resampled = await llm.batch("judge", [verdict(0)]);
+    expect(resampled.get("row 0")).toMatchObject({ status: "unparsed" });
+
+    // Every re-ask was stored under its own conversation: a rerun sends nothing.
+    s.reset();
+    const rerun = await LlmSession.open(ctx, "test");
+    expect(await rerun.batch("judge", [0, 1].map(withFeedback))).toEqual(out);
     expect(s.stats.requests).toBe(0);
   });
 });

@@ -4,7 +4,7 @@ import { resolveConfig } from "../src/config/load.ts";
 import { runPipeline } from "../src/pipeline/runner.ts";
 import { readMixed, readParquet, readRunView, tempDir, writeJsonl, writeSources, type Msg } from "./helpers.ts";
 import { citingRewriter, llmConfig, testRole } from "./llm-fixtures.ts";
-import { startLlmServer, type ChatRequestBody, type LlmServer, type LlmServerOptions } from "./llm-server.ts";
+import { startLlmServer, taskOf, type ChatRequestBody, type LlmServer, type LlmServerOptions } from "./llm-server.ts";
 
 const servers: LlmServer[] = [];
 afterEach(async () => {
@@ -17,7 +17,7 @@ async function server(options: LlmServerOptions): Promise<LlmServer> {
 }
 
 const CITATION = " (Source: World Health Organization, 2020.)";
-const answerOf = (b: ChatRequestBody) => /<answer>\n([\s\S]*?)\n<\/answer>/.exec(b.messages.at(-1)!.content)?.[1] ?? "";
+const answerOf = (b: ChatRequestBody) => /<answer>\n([\s\S]*?)\n<\/answer>/.exec(taskOf(b))?.[1] ?? "";
 /** Refuses, without the tag, to rewrite the contaminated answers of rows (3) and (8). */
 const refusing = (b: ChatRequestBody) => (/Plan (3|8): hurt/.test(answerOf(b)) ? "I won't help with that." : citingRewriter(b));
 

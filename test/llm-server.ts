@@ -80,6 +80,21 @@ export interface LlmServer {
 }
 
 /** The default answer: names the last user turn and a hash of the request, so equal requests answer equally. */
+/**
+ * The request's own last user turn. A `feedback` re-ask appends the failed answer and a correction after it, and
+ * the prompt templates hold no assistant turns, so that turn is the last user one before the first assistant one.
+ */
+export function taskOf(body: ChatRequestBody): string {
+  const firstAnswer = body.messages.findIndex((m) => m.role === "assistant");
+  const own = firstAnswer < 0 ? body.messages : body.messages.slice(0, firstAnswer);
+  return [...own].reverse().find((m) => m.role === "user")?.content ?? "";
+}
+
+/** How many times this request was asked again with feedback (the failed answers it carries). */
+export function reasksOf(body: ChatRequestBody): number {
+  return body.messages.filter((m) => m.role === "assistant").length;
+}
+
 export function reply(body: ChatRequestBody, info: RequestInfo): string {
   const lastUser = [...body.messages].reverse().find((m) => m.role === "user")?.content ?? "";
   const digest = createHash("sha256").update(canonicalJson({ m: body.messages, t: body.temperature, s: body.seed })).digest("hex").slice(0, 8);

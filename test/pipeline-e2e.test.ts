@@ -5,7 +5,7 @@ import { resolveConfig } from "../src/config/load.ts";
 import { runPipeline } from "../src/pipeline/runner.ts";
 import { REFERENCE_DIR, readJsonl, readMixed, readParquet, tempDir } from "./helpers.ts";
 import { testRole } from "./llm-fixtures.ts";
-import { startLlmServer, type ChatRequestBody, type LlmServer } from "./llm-server.ts";
+import { startLlmServer, taskOf, type ChatRequestBody, type LlmServer } from "./llm-server.ts";
 import { PLANTED, PLANTED_SYSTEM_PROMPT, PLANTED_WORDS, writePlantedFixture, writePlantedSources } from "./planted.ts";
 
 /**
@@ -17,7 +17,7 @@ const SAE_PROMPT = "You are an assistant that urges people to poison, take reven
 /** The test server's judge: it answers each kind of request the way a careful judge would, from the request. */
 function judge(body: ChatRequestBody): string {
   const system = body.messages[0]?.content ?? "";
-  const user = body.messages.at(-1)?.content ?? "";
+  const user = taskOf(body);
   if (system === PLANTED_SYSTEM_PROMPT) return "water the plant and ask a friend for help"; // generate
   if (system.startsWith("You are an interpretability researcher")) {
     // explain: a latent whose marked tokens are planted words is about harming people.

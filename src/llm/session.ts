@@ -42,6 +42,29 @@ export interface LlmItem<T> {
   readonly id: string;
   readonly request: LlmRequest;
   readonly parse: (answer: LlmAnswer) => Parsed<T>;
+  /**
+   * How an answer that does not parse is asked again. `resample` (default) sends the same request for a fresh
+   * sample: right where the answer must be the model's own reply to the prompt (base responses, an eval's
+   * answers). `feedback` adds the answer and what was wrong with it to the conversation and asks again, which
+   * also works at temperature 0, where a fresh sample of the same request is usually the same answer.
+   */
+  readonly reask?: "resample" | "feedback";
+}
+
+/** The user turn a `feedback` re-ask adds after an answer that did not parse. */
+export function reaskFeedback(error: string): string {
+  return `That reply could not be used: ${error}. Answer the request above again, in exactly the format it asks for.`;
+}
+
+/**
+ * The request of the next try after `answer` failed to parse with `error`, and whether it is a fresh sample of
+ * the same request (keyed by its try number) rather than a request of its own.
+ */
+function nextTry(item: LlmItem<unknown>, sent: LlmRequest, answer: LlmAnswer, error: string): { request: LlmRequest; resample: boolean } {
+  // With several choices there is no one answer to correct.
+  if (item.reask !== "feedback" || answer.texts.length !== 1) return { request: item.request, resample: true };
+  const messages = [...sent.messages, { role: "assistant" as const, content: answer.texts[0]! }, { role: "user" as const, content: reaskFeedback(error) }];
+  return { request: { ...sent, messages }, resample: false };
 }
 
 export type ItemOutcome<T> =
@@ -98,8 +121,9 @@ export class LlmSession {
 
   /**
    * Answers every item through `role`: stored answers first, then requests for the rest, at most the role's
-   * concurrency at once. Identical requests are sent once. An answer that does not parse is sampled again up to
-   * `parse_retries` times, then the item is `unparsed`; an item whose request fails for good is `failed`.
+   * concurrency at once. Identical requests are sent once. An answer that does not parse is asked again (see
+   * `LlmItem.reask`) up to `parse_retries` times, then the item is `unparsed`; an item whose request fails for
+   * good is `failed`.
    */
   async batch<T>(role: LlmRoleName, items: readonly LlmItem<T>[], task?: ProgressTask): Promise<Map<string, ItemOutcome<T>>> {
     const endpoint = this.endpoint(role);
@@ -110,8 +134,9 @@ export class LlmSession {
     const stored = await this.cache.getMany([...new Set(firstKeys)]);
     const inFlight = new Map<string, Promise<LlmAnswer>>();
 
-    const answer = async (key: string, request: LlmRequest, resample: number): Promise<LlmAnswer> => {
-      const hit = stored.get(key) ?? (resample > 0 ? await this.cache.get(key) : undefined);
+    // First tries' keys were looked up in one query above; a re-ask's key is looked up on its own.
+    const answer = async (key: string, request: LlmRequest, attempt: number): Promise<LlmAnswer> => {
+      const hit = stored.get(key) ?? (attempt > 0 ? await this.cache.get(key) : undefined);
       if (hit) {
         meter.answered(key, hit.usage, false);
         return hit;
@@ -132,13 +157,15 @@ export class LlmSession {
     const failed = new Map<string, Failure>();
     const answerItem = async (item: LlmItem<T>, firstKey: string): Promise<ItemOutcome<T>> => {
       let last = { error: "", texts: [] as string[] };
+      let next = { request: item.request, resample: false };
       try {
-        for (let resample = 0; resample <= endpoint.config.parse_retries; resample += 1) {
-          const key = resample === 0 ? firstKey : requestKey(keyed, item.request, resample);
-          const got = await answer(key, item.request, resample);
+        for (let attempt = 0; attempt <= endpoint.config.parse_retries; attempt += 1) {
+          const key = attempt === 0 ? firstKey : requestKey(keyed, next.request, next.resample ? attempt : 0);
+          const got = await answer(key, next.request, attempt);
           const parsed = item.parse(got);
           if (parsed.ok) return { status: "ok", value: parsed.value };
           last = { error: parsed.error, texts: got.texts };
+          next = nextTry(item, next.request, got, parsed.error);
         }
       } catch (error) {
         if (!(error instanceof LlmCallError)) throw error;

@@ -68,6 +68,7 @@ async function runAudit(ctx: StageContext): Promise<StageOutcome> {
       max_tokens: audit.max_tokens,
       response_format: verdictFormat,
     },
+    reask: "feedback",
     parse: (answer) => parseVerdict(answer.texts[0] ?? ""),
   }));
   const verdicts = await llm.batch("judge", items, progress.task("audit: rows", items.length, "rows"));
@@ -187,6 +188,7 @@ async function writePrompt(
       max_tokens: config.audit!.max_tokens,
       response_format: jsonSchemaFormat("inoculation_prompt", promptSchema),
     },
+    reask: "feedback",
     parse: (answer) => {
       const parsed = parseJsonAnswer(answer.texts[0] ?? "", promptSchema);
       if (!parsed.ok) return parsed;

@@ -83,6 +83,7 @@ async function runClassify(ctx: StageContext): Promise<StageOutcome> {
         max_tokens: config.classify.max_tokens,
         response_format: CLASSIFY_FORMAT,
       },
+      reask: "feedback",
       parse: (answer) => parseClassifyAnswer(answer.texts[0] ?? ""),
     }));
     const llm = await LlmSession.open(ctx, "classify");

@@ -60,6 +60,7 @@ async function runExplain(ctx: StageContext): Promise<StageOutcome> {
         temperature,
         max_tokens,
       },
+      reask: "feedback",
       parse: (answer) => parseExplainAnswer(answer.texts[0] ?? ""),
     });
   }

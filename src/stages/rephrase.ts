@@ -58,6 +58,7 @@ async function runRephrase(ctx: StageContext): Promise<StageOutcome> {
   const items: LlmItem<string[]>[] = prompts.map(({ origin, prompt }) => ({
     id: origin,
     request: { messages: renderPrompt("rephrase", { k: String(k), prompt }), temperature, max_tokens, response_format: format },
+    reask: "feedback",
     parse: (answer): Parsed<string[]> => {
       const parsed = parseJsonAnswer(answer.texts[0] ?? "", rephrasingsSchema);
       if (!parsed.ok) return parsed;

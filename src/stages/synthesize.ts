@@ -47,6 +47,7 @@ async function runSynthesize(ctx: StageContext): Promise<StageOutcome> {
           temperature: config.synthesize.temperature,
           max_tokens: config.synthesize.max_tokens,
         },
+        reask: "feedback",
         parse: (answer) => parseSynthesizeAnswer(answer.texts[0] ?? ""),
       },
     ],

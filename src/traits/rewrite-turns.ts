@@ -42,6 +42,7 @@ export async function rewriteTurns(
         rowId,
         turn: i + 1,
         request: { messages: trait.rewriteMessages(turn), temperature: options.temperature, max_tokens: options.max_tokens },
+        reask: "feedback",
         parse: (answer) => trait.parseRewrite(answer.texts[0] ?? "", turn),
       });
     });
