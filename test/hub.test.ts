@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { parseHubRef, resolveHubFiles, resolveModelSnapshot } from "../src/hub/resolve.ts";
 import { startFakeHub, type FakeHub } from "./fake-hub.ts";
 import { resolveConfig } from "../src/config/load.ts";
+import { sidecarSaeParams } from "../src/sidecar/artifacts.ts";
 import { runPipeline } from "../src/pipeline/runner.ts";
 import { readRunView, tempDir, writeSources } from "./helpers.ts";
 
@@ -37,12 +38,28 @@ describe("Hugging Face artifacts", () => {
   it("says which repo and file are missing when offline, and when the hub does not have them", async () => {
     const cacheDir = await tempDir();
     await expect(resolveHubFiles("Qwen/Qwen2.5-7B-Instruct", ["config.json"], { cacheDir, offline: true })).rejects.toThrow(
-      /model Qwen\/Qwen2\.5-7B-Instruct@main: config\.json not in the Hugging Face cache .* offline mode is on/,
+      /model repo Qwen\/Qwen2\.5-7B-Instruct@main: config\.json not in the Hugging Face cache .* offline mode is on/,
     );
     hub = await startFakeHub({ "Qwen/Qwen2.5-7B-Instruct": {} });
     await expect(resolveHubFiles("Qwen/Qwen2.5-7B-Instruct", ["config.json"], { cacheDir, hubUrl: hub.url })).rejects.toThrow(
-      /model Qwen\/Qwen2\.5-7B-Instruct@main: could not download config\.json/,
+      /model repo Qwen\/Qwen2\.5-7B-Instruct@main: could not download config\.json/,
     );
+  });
+
+  it("names the config key of an SAE or model the cache lacks", async () => {
+    const saved = { HF_HUB_CACHE: process.env.HF_HUB_CACHE, HF_HUB_OFFLINE: process.env.HF_HUB_OFFLINE };
+    process.env.HF_HUB_CACHE = await tempDir();
+    process.env.HF_HUB_OFFLINE = "1";
+    try {
+      await expect(sidecarSaeParams({ format: "dictionary_learning", encode: "threshold", path: "hf://andyrdt/saes-qwen2.5-7b-instruct/resid_post_layer_15/trainer_1" })).rejects.toThrow(
+        /^sae\.path: model repo andyrdt\/saes-qwen2\.5-7b-instruct@main: resid_post_layer_15\/trainer_1\/ae\.pt, .*config\.json not in the Hugging Face cache/,
+      );
+    } finally {
+      for (const [name, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
   });
 
   it("resolves a sharded model snapshot: every shard the index names, nothing else", async () => {
@@ -116,6 +133,10 @@ describe("a source on the Hugging Face hub", () => {
     expect(hub.requests.length).toBe(before);
     await expect(resolveConfig({ ...raw, sources: { ...raw.sources, contaminated: { path: "hf://datasets/someone/persona-data" } } })).rejects.toThrow(
       /sources\.contaminated\.path: hf:\/\/datasets\/someone\/persona-data names no file; use hf:\/\/datasets\/REPO\[@REVISION\]\/FILE\.jsonl/,
+    );
+    // A file the hub does not have: the error names the key it came from.
+    await expect(resolveConfig({ ...raw, sources: { ...raw.sources, contaminated: { path: "hf://datasets/someone/persona-data/evil/missing.jsonl" } } })).rejects.toThrow(
+      /^sources\.contaminated\.path: dataset repo someone\/persona-data@main: could not download evil\/missing\.jsonl/,
     );
   });
 });

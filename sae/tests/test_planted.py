@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -203,6 +204,24 @@ def test_harvest_latent_out_of_range_is_a_user_error(planted: dict[str, Any], tm
     params = harvest_params(planted, tmp_path, latents=[5, 64])
     with pytest.raises(UserError, match=r"latent\(s\) \[64\] out of range.*64 latents"):
         run_job("harvest", params)
+
+
+def test_harvest_corpus_mistakes_name_the_corpus_and_the_fix(planted: dict[str, Any], tmp_path: Path) -> None:
+    corpus = tmp_path / "web.jsonl"
+    corpus.write_text(json.dumps({"body": "The sea is vast."}) + "\n" + "{not json\n")
+    web = {"name": "web", "path": str(corpus), "text_field": "text"}
+    with pytest.raises(
+        UserError,
+        match=r"corpus 'web': .*web\.jsonl line 1 has no field 'text': set harvest\.corpora text_field of corpus 'web'",
+    ):
+        run_job("harvest", harvest_params(planted, tmp_path / "a", corpora=[web]))
+    with pytest.raises(UserError, match=r"corpus 'web': .*web\.jsonl line 2 is not JSON"):
+        run_job("harvest", harvest_params(planted, tmp_path / "b", corpora=[dict(web, text_field="body")]))
+    table = tmp_path / "web.parquet"
+    pq.write_table(pa.table({"body": ["The sea is vast."]}), table)
+    no_column = r"web\.parquet has no column 'text'; set .* of corpus 'web' to one of its columns: body$"
+    with pytest.raises(UserError, match=no_column):
+        run_job("harvest", harvest_params(planted, tmp_path / "c", corpora=[dict(web, path=str(table))]))
 
 
 def test_block_out_of_range_for_a_plugin_is_a_user_error(planted: dict[str, Any], tmp_path: Path) -> None:

@@ -187,6 +187,7 @@ async function hubSourceFile(ref: string, key: string, where: string): Promise<s
   const hub = parseHubRef(ref);
   if (!hub?.path) throw new UserError(`${where}: ${key}.path: ${ref} names no file; use hf://datasets/REPO[@REVISION]/FILE.jsonl`);
   const snapshot = await resolveHubFiles(hub.repo, [hub.path], {
+    key: `${key}.path`,
     type: hub.type,
     revision: hub.revision,
     onDownload: (repo, file) => process.stderr.write(`downloading ${file} from ${repo}\n`),

@@ -17,6 +17,8 @@ export interface HubOptions {
   offline?: boolean;
   /** Called before each download with the repo and file. */
   onDownload?: (repo: string, path: string) => void;
+  /** The config key that names the artifact (`sae.path`), put first in errors so the user knows which one failed. */
+  key?: string;
 }
 
 export type RepoType = "model" | "dataset";
@@ -50,6 +52,8 @@ export async function resolveHubFiles(
   const offline = options.offline ?? process.env.HF_HUB_OFFLINE === "1";
   // HF_ENDPOINT is the variable huggingface_hub reads for a mirror; honour it the same way.
   const hubUrl = options.hubUrl ?? process.env.HF_ENDPOINT;
+  // Hub repos are "model" or "dataset" repos; an SAE lives in a model repo, so say which key it came from.
+  const what = `${options.key ? `${options.key}: ` : ""}${type} repo ${repo}@${revision}`;
 
   const snapshot = await cachedSnapshot(cacheDir, repo, type, revision);
   const missing: string[] = [];
@@ -57,7 +61,7 @@ export async function resolveHubFiles(
   if (missing.length === 0 && snapshot) return snapshot;
   if (offline) {
     throw new UserError(
-      `${type} ${repo}@${revision}: ${missing.join(", ")} not in the Hugging Face cache (${cacheDir}) and offline mode is on; ` +
+      `${what}: ${missing.join(", ")} not in the Hugging Face cache (${cacheDir}) and offline mode is on; ` +
         `download it where the hub is reachable (the same command does it), or point HF_HUB_CACHE at a cache that has it`,
     );
   }
@@ -76,7 +80,7 @@ export async function resolveHubFiles(
         ...(process.env.HF_TOKEN ? { accessToken: process.env.HF_TOKEN } : {}),
       });
     } catch (error) {
-      throw new UserError(`${type} ${repo}@${revision}: could not download ${file}: ${(error as Error).message}`, { cause: error });
+      throw new UserError(`${what}: could not download ${file}: ${(error as Error).message}`, { cause: error });
     }
     downloadedSnapshot = pointer.slice(0, pointer.length - file.length - 1);
   }

@@ -30,7 +30,7 @@ export async function sidecarModelParams(model: ModelSource, onDownload?: (repo:
   }
   const ref = parseHubRef(model.id);
   const repo = ref ? ref.repo : model.id;
-  const snapshot = await resolveModelSnapshot(repo, { revision: model.revision ?? ref?.revision, ...(onDownload ? { onDownload } : {}) });
+  const snapshot = await resolveModelSnapshot(repo, { key: "model.id", revision: model.revision ?? ref?.revision, ...(onDownload ? { onDownload } : {}) });
   return { backend: "hf", path: snapshot, dtype: model.dtype };
 }
 
@@ -51,7 +51,7 @@ export async function sidecarSaeParams(sae: SaeSource, onDownload?: (repo: strin
   let folder: string;
   if (ref) {
     const files = SAE_FILES[sae.format].map((f) => (ref.path ? `${ref.path}/${f}` : f));
-    const snapshot = await resolveHubFiles(ref.repo, files, { revision: ref.revision, ...(onDownload ? { onDownload } : {}) });
+    const snapshot = await resolveHubFiles(ref.repo, files, { key: "sae.path", revision: ref.revision, ...(onDownload ? { onDownload } : {}) });
     folder = ref.path ? join(snapshot, ref.path) : snapshot;
   } else {
     folder = sae.path;

@@ -35,7 +35,7 @@ async function corpusPath(path: string, onDownload: (repo: string, file: string)
     return path;
   }
   if (!ref.path) throw new UserError(`harvest.corpora: ${path} names no file; use hf://datasets/REPO/FILE`);
-  const snapshot = await resolveHubFiles(ref.repo, [ref.path], { type: ref.type, revision: ref.revision, onDownload });
+  const snapshot = await resolveHubFiles(ref.repo, [ref.path], { key: "harvest.corpora", type: ref.type, revision: ref.revision, onDownload });
   return join(snapshot, ref.path);
 }
 

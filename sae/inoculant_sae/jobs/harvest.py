@@ -70,7 +70,11 @@ def _content(record: Any, spec: CorpusSpec, where: str) -> RowContent:
     field = spec.text_field or spec.messages_field
     assert field is not None
     if not isinstance(record, dict) or field not in record:
-        raise UserError(f"{where} has no field {field!r}")
+        which = "text_field" if spec.text_field is not None else "messages_field"
+        raise UserError(
+            f"{where} has no field {field!r}: set harvest.corpora {which} of corpus {spec.name!r} to a field its "
+            "rows have"
+        )
     value = record[field]
     if spec.text_field is not None:
         if not isinstance(value, str):
@@ -95,19 +99,26 @@ def read_corpus(spec: CorpusSpec) -> list[RowContent]:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise UserError(f"{path} line {number} is not JSON: {exc}") from exc
-                rows.append(_content(record, spec, f"{path} line {number}"))
+                    raise UserError(f"corpus {spec.name!r}: {path} line {number} is not JSON: {exc}") from exc
+                rows.append(_content(record, spec, f"corpus {spec.name!r}: {path} line {number}"))
         return rows
     if path.suffix == ".parquet":
         field = spec.text_field or spec.messages_field
         assert field is not None
         try:
+            columns = pq.read_schema(path).names
+            if field not in columns:
+                which = "text_field" if spec.text_field is not None else "messages_field"
+                raise UserError(
+                    f"corpus {spec.name!r}: {path} has no column {field!r}; set harvest.corpora {which} of corpus "
+                    f"{spec.name!r} to one of its columns: {', '.join(columns)}"
+                )
             table = pq.read_table(path, columns=[field])
-        except (pa.ArrowInvalid, KeyError, OSError) as exc:
-            raise UserError(f"cannot read column {field!r} of {path}: {exc}") from exc
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise UserError(f"corpus {spec.name!r}: cannot read {path} as Parquet: {exc}") from exc
         if spec.max_rows is not None:
             table = table.slice(0, spec.max_rows)
-        return [_content(r, spec, f"{path} row {i}") for i, r in enumerate(table.to_pylist())]
+        return [_content(r, spec, f"corpus {spec.name!r}: {path} row {i}") for i, r in enumerate(table.to_pylist())]
     raise UserError(f"corpus {spec.name!r}: {path} must be a .jsonl or .parquet file")
 
 
