@@ -70,6 +70,27 @@ def resolve_target(model: ModelSpec, device_name: str, sae: SAESpec, block: int 
     return Target(device, dtype, config, chosen)
 
 
+def activation_identity(
+    model: ModelSpec,
+    sae: SAESpec,
+    target: Target,
+    pooling: PoolingOptions,
+    system_prompt: str | None,
+    resources: Resources,
+) -> dict[str, Any]:
+    """What a job's SAE activations depend on, for its cache keys: the model and SAE files, the encode, the hooked
+    block, the dtype, which tokens count and the system prompt the chats are rendered with."""
+    return {
+        "model": resources.model_identity(model),
+        "sae": resources.sae_identity(sae),
+        "encode": sae.encode.value,
+        "block": target.block,
+        "dtype": str(target.dtype),
+        "pooling": pooling.as_dict(),
+        "system_prompt": system_prompt,
+    }
+
+
 def load_models(model: ModelSpec, sae_spec: SAESpec, target: Target, resources: Resources) -> tuple[ModelBackend, SAE]:
     backend = resources.backend(model, target.device, target.dtype, target.block)
     if not 0 <= target.block < backend.num_blocks:

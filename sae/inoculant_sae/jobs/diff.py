@@ -30,7 +30,14 @@ from ..fingerprint import stable_hash
 from ..params import DiffParams
 from ..pooling import DROP_REASONS, mean_pool, truncate_pair
 from ..sae.model import SAE
-from .common import Target, encode_chunk_tokens, forward_and_select, load_models, resolve_target
+from .common import (
+    Target,
+    activation_identity,
+    encode_chunk_tokens,
+    forward_and_select,
+    load_models,
+    resolve_target,
+)
 from .output import JobOutput, Progress
 from .resources import Resources
 
@@ -288,13 +295,7 @@ def run_diff(params: DiffParams, rows: Sequence[DiffRow], resources: Resources, 
     target = resolve_target(params.model, params.device, params.sae, params.block, resources)
     job_identity = {
         "cache_version": CACHE_VERSION,
-        "model": resources.model_identity(params.model),
-        "sae": resources.sae_identity(params.sae),
-        "encode": params.sae.encode.value,
-        "block": target.block,
-        "dtype": str(target.dtype),
-        "pooling": params.pooling.as_dict(),
-        "system_prompt": params.system_prompt,
+        **activation_identity(params.model, params.sae, target, params.pooling, params.system_prompt, resources),
     }
     job_key = stable_hash(job_identity)
     cache = ShardCache(params.cache_dir, f"diff-{job_key[:16]}")

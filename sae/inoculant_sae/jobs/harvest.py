@@ -34,7 +34,7 @@ from ..errors import UserError
 from ..fingerprint import stable_hash
 from ..params import CorpusSpec, HarvestParams
 from ..sae.model import SAE
-from .common import encode_chunk_tokens, forward_and_select, load_models, resolve_target
+from .common import activation_identity, encode_chunk_tokens, forward_and_select, load_models, resolve_target
 from .output import JobOutput, Progress
 from .resources import Resources
 
@@ -164,19 +164,8 @@ _SHARD_SCHEMA = pa.schema(
     ]
 )
 
-_RESULT_SCHEMA = pa.schema(
-    [
-        ("latent", pa.int32()),
-        ("corpus", pa.string()),
-        ("rank", pa.int32()),
-        ("activation", pa.float32()),
-        ("source_row", pa.int64()),
-        ("peak_index", pa.int32()),
-        ("tokens", pa.list_(pa.string())),
-        ("token_acts", pa.list_(pa.float32())),
-        ("text", pa.string()),
-    ]
-)
+# A shard's examples, named by corpus and ranked within it.
+_RESULT_SCHEMA = _SHARD_SCHEMA.insert(1, pa.field("corpus", pa.string())).insert(2, pa.field("rank", pa.int32()))
 
 
 @dataclass(frozen=True)
@@ -297,13 +286,7 @@ def run_harvest(params: HarvestParams, resources: Resources, out: JobOutput) -> 
     # Everything a shard's examples depend on; the batch packing (token_budget) does not change them.
     job_identity = {
         "cache_version": CACHE_VERSION,
-        "model": resources.model_identity(params.model),
-        "sae": resources.sae_identity(params.sae),
-        "encode": params.sae.encode.value,
-        "block": target.block,
-        "dtype": str(target.dtype),
-        "pooling": params.pooling.as_dict(),
-        "system_prompt": params.system_prompt,
+        **activation_identity(params.model, params.sae, target, params.pooling, params.system_prompt, resources),
         "latents": list(params.latents),
         "top_k": params.top_k,
         "window": [params.window_before, params.window_after],
