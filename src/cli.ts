@@ -105,11 +105,16 @@ export function buildProgram(): Command {
     .option("--json", "print the figures as JSON instead of progress bars and a table")
     .description("measure each model's traits under each system prompt, with intervals; resumes from the cache")
     .action(async (configPath: string, flags: { runDir?: string; json?: boolean; rescore?: boolean }) => {
-      const config = await loadEvalConfig(configPath, flags.runDir ? { runDir: flags.runDir } : {});
+      // With --json, a failure before the figures (a bad config, a missing key) is JSON on stdout too.
+      const jsonOnFailure = (error: unknown) => {
+        if (flags.json) process.stdout.write(`${JSON.stringify({ error: errorJson(error) }, null, 2)}\n`);
+        throw error;
+      };
+      const config = await loadEvalConfig(configPath, flags.runDir ? { runDir: flags.runDir } : {}).catch(jsonOnFailure);
       const progress = flags.json ? silentProgress : terminalProgress();
       let summary: EvalSummary;
       try {
-        summary = await runEval(config, { progress, log: (line) => process.stderr.write(`${line}\n`), rescore: flags.rescore ?? false });
+        summary = await runEval(config, { progress, log: (line) => process.stderr.write(`${line}\n`), rescore: flags.rescore ?? false }).catch(jsonOnFailure);
       } finally {
         progress.stop();
       }

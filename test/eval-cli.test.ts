@@ -63,7 +63,7 @@ bootstrap_resamples: 100
     const r = await cli(["eval", "eval.yaml"], dir);
     expect(r.code).toBe(1);
     expect(r.stdout).toContain("evil  arm  neutral: mean_score 30.0 [30.0, 30.0] (n=2 q)");
-    expect(r.stdout).toMatch(/model gone: incomplete \(4 of 4 requests without an answer\)/);
+    expect(r.stdout).toMatch(/model gone: incomplete \(4 of 4 requests without a usable answer\)/);
     expect(r.stderr).toMatch(/inoculant: eval: 1 of 2 models incomplete, left out of the figures:\n  gone: 4 of 4 LLM requests failed/);
     const status = await cli(["status", join("runs", "cli-eval-down")], dir);
     expect(status.stdout).toMatch(/eval:gone\s+failed/);

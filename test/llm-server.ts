@@ -48,6 +48,10 @@ export interface LlmServerOptions {
    * `top_logprobs`); default: the choice's first word with logprob 0.
    */
   logprobs?: (body: ChatRequestBody, info: RequestInfo) => { token: string; logprob: number }[];
+  /** Like servers that ignore `n`: one choice per request, whatever was asked. */
+  ignoresN?: boolean;
+  /** Like servers without logprob support: `logprobs: null` even when asked for. */
+  noLogprobs?: boolean;
   fault?: (body: ChatRequestBody, info: { seen: number }) => Fault | undefined;
   /** When set, every request must carry `Authorization: Bearer <apiKey>` (else 401). */
   apiKey?: string;
@@ -160,7 +164,7 @@ export async function startLlmServer(options: LlmServerOptions = {}): Promise<Ll
         case "http":
           return json(res, fault.status, { error: { message: fault.message } });
       }
-      const n = body.n ?? 1;
+      const n = opts.ignoresN ? 1 : (body.n ?? 1);
       const texts = Array.from({ length: n }, (_, index) => (opts.respond ?? reply)(body, { seen, index }));
       const inputTokens = body.messages.reduce((sum, m) => sum + words(m.content), 0);
       await json(res, 200, {
@@ -172,7 +176,7 @@ export async function startLlmServer(options: LlmServerOptions = {}): Promise<Ll
           index,
           message: { role: "assistant", content },
           finish_reason: "stop",
-          logprobs: body.logprobs ? { content: [firstToken(body, { seen, index }, content, opts)] } : null,
+          logprobs: body.logprobs && !opts.noLogprobs ? { content: [firstToken(body, { seen, index }, content, opts)] } : null,
         })),
         usage: { prompt_tokens: inputTokens * n, completion_tokens: texts.reduce((s, t) => s + words(t), 0), total_tokens: 0 },
       });

@@ -122,6 +122,10 @@ export async function resolveEvalConfig(
   const names = config.models.map((m) => m.name);
   const duplicate = names.find((n, i) => names.indexOf(n) !== i);
   if (duplicate) throw new UserError(`${where}: models: the name "${duplicate}" is used twice; give each arm its own name`);
+  const traitNames = config.traits.map((t) => t.name);
+  const twice = traitNames.find((n, i) => traitNames.indexOf(n) !== i);
+  // Answers and scores are keyed by trait name: two traits of one name would be counted as one, twice over.
+  if (twice) throw new UserError(`${where}: traits: the name "${twice}" is used twice; give each trait its own name`);
   const reference = config.reference_model ?? names[0]!;
   if (!names.includes(reference)) throw new UserError(`${where}: reference_model "${reference}" is none of models: ${names.join(", ")}`);
   for (const reserved of ["default", "neutral", ...Object.values(CHECK_PROMPTS)]) {
@@ -179,7 +183,12 @@ async function readTraitFile(path: string, key: string): Promise<z.infer<typeof 
   }
   const parsed = traitFileSchema.safeParse(raw);
   if (!parsed.success) {
-    throw new UserError(`${key}: ${path} is not a Persona Vectors trait file: it needs "questions" (strings) and "eval_prompt" (${parsed.error.issues[0]?.message})`);
+    const issue = parsed.error.issues[0]!;
+    const at = issue.path.length > 0 ? `${issue.path.join(".")}: ` : "";
+    throw new UserError(
+      `${key}: ${path} is not a Persona Vectors trait file (${at}${issue.message}); it needs "questions" (strings), "eval_prompt" (a string) ` +
+        `and, if present, "instruction" as a list of {"pos", "neg"} strings`,
+    );
   }
   return parsed.data;
 }

@@ -32,7 +32,7 @@ export function formatEvalSummary(summary: {
   const lines: string[] = [];
   for (const c of summary.cells) {
     const figures = (Object.entries(c.figures) as [Metric, Interval][]).map(([m, f]) => `${m} ${fmtInterval(m, f)}`);
-    lines.push(`${c.trait}  ${c.model}  ${c.prompt}: ${figures.join("; ")}; ${c.answers} answers, ${c.unscored} unscored, ${c.refusals} refusals`);
+    lines.push(`${c.trait}  ${c.model}  ${c.prompt}: ${figures.length > 0 ? `${figures.join("; ")}; ` : "no figures (no answer scored); "}${c.answers} answers, ${c.unscored} unscored, ${c.refusals} refusals`);
   }
   for (const d of summary.differences) {
     lines.push(`${d.trait}  ${d.model} − ${d.reference}  ${d.prompt}: ${d.metric} ${fmtInterval(d.metric, d.interval)}`);
@@ -42,7 +42,7 @@ export function formatEvalSummary(summary: {
   }
   for (const m of summary.models) {
     const usage = Object.entries(m.usage).map(([role, u]) => `${role} ${u!.model} ${u!.requests} sent, ${u!.cache_hits} stored, ${u!.input_tokens} in / ${u!.output_tokens} out tokens${u!.cost_usd !== undefined ? `, $${u!.cost_usd.toFixed(2)}` : ""}`);
-    lines.push(`model ${m.model}: ${m.status === "done" ? "complete" : `incomplete (${m.failed} of ${m.requests} requests without an answer)`}; ${usage.join("; ")}`);
+    lines.push(`model ${m.model}: ${m.status === "done" ? "complete" : `incomplete (${m.failed} of ${m.requests} requests without a usable answer)`}; ${usage.join("; ")}`);
   }
   for (const w of summary.warnings) lines.push(`warning: ${w}`);
   lines.push(`report: ${summary.report}`);

@@ -16,15 +16,20 @@ export type JudgeScore =
   | { status: "unscored"; mass: number };
 
 /** The integer 0-100 a token spells (tokenizers may add a leading space), or null. */
-function integerToken(token: string): number | null {
+export function integerToken(token: string): number | null {
   const trimmed = token.trim();
   if (!/^\d{1,3}$/.test(trimmed)) return null;
   const value = Number(trimmed);
   return value <= 100 ? value : null;
 }
 
+/**
+ * Whether a first token starts the word REFUSAL. Tokenizers cut it: Qwen's gives `REF`, `US`, `AL`, and the
+ * judge's one token is only the first piece; three letters are the shortest piece taken as one.
+ */
 function isRefusal(token: string): boolean {
-  return /^refus/i.test(token.trim());
+  const word = token.trim().toLowerCase();
+  return word.startsWith("refus") || (word.length >= 3 && "refusal".startsWith(word));
 }
 
 /** The weighted 0-100 score of one judge answer. */
@@ -41,6 +46,20 @@ export function weightedScore(top: readonly TokenLogprob[], minMass = MIN_NUMBER
   if (mass > 0 && mass >= minMass) return { status: "scored", score: weighted / mass, mass };
   const best = [...top].sort((a, b) => b.logprob - a.logprob)[0];
   return { status: best && isRefusal(best.token) ? "refusal" : "unscored", mass };
+}
+
+/**
+ * The largest integer 0-100 among a judge answer's candidate tokens, or null. A judge whose tokenizer splits
+ * numbers into digits (Qwen, Llama 3) never offers one above 9 as its first token, so its first-token score can
+ * only be 0-9: the figures would look like a scale of 100 and mean nothing.
+ */
+export function largestNumberToken(top: readonly TokenLogprob[]): number | null {
+  let largest: number | null = null;
+  for (const { token } of top) {
+    const value = integerToken(token);
+    if (value !== null && (largest === null || value > largest)) largest = value;
+  }
+  return largest;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { LlmRoleName } from "../config/llm-schema.ts";
-import { StageError } from "../errors.ts";
+import { StageError, UserError } from "../errors.ts";
 import { PROMPTS_DIR } from "../llm/prompts.ts";
 import { LlmSession, type LlmItem } from "../llm/session.ts";
 import type { ChatMessage, LlmAnswer, Parsed, TokenLogprob } from "../llm/types.ts";
@@ -11,7 +11,7 @@ import { costUsd, type RoleUsage } from "../llm/usage.ts";
 import { RunStore, runningEntry } from "../store/run-store.ts";
 import { hashValue } from "../util/hash.ts";
 import { CHECK_PROMPTS, type EvalConfig, type EvalModel, type EvalTrait } from "./config.ts";
-import { allCapsScore, weightedScore, yesNoScore, type JudgeScore } from "./judge-score.ts";
+import { allCapsScore, largestNumberToken, weightedScore, yesNoScore, type JudgeScore } from "./judge-score.ts";
 import { writeEvalReport } from "./report.ts";
 import { summarize, summaryWarnings, type AnswerVerdict, type Cell, type Difference, type JudgeCheck } from "./summarize.ts";
 
@@ -116,6 +116,8 @@ function judgeParse(answer: LlmAnswer): Parsed<TokenLogprob[]> {
  * only what is missing, and a changed judge sends only judge calls.
  */
 export async function runEval(config: EvalConfig, options: EvalOptions): Promise<EvalSummary> {
+  // Before anything is sent: a key found missing halfway would cost the models already evaluated their run.
+  if (!options.rescore) checkEvalKeys(config);
   const store = await RunStore.open(config.runDir);
   try {
     const answers: AnswerRow[] = [];
@@ -153,9 +155,10 @@ export async function runEval(config: EvalConfig, options: EvalOptions): Promise
       seed: config.seed,
     });
     const warnings = [
-      ...models.filter((m) => m.status === "failed").map((m) => `${m.model}: incomplete (${m.failed} of ${m.requests} requests have no answer); left out of every figure`),
+      ...models.filter((m) => m.status === "failed").map((m) => `${m.model}: incomplete (${m.failed} of ${m.requests} requests have no usable answer); left out of every figure`),
       ...(complete.has(config.reference_model) || config.models.length === 1 ? [] : [`reference model ${config.reference_model} is incomplete: no differences`]),
-      ...summaryWarnings(cells, checks),
+      ...summaryWarnings(cells, checks, (trait) => unscoredReason(config, trait)),
+      ...digitJudgeWarning(scores, config),
     ];
     await storeResults(store, cells, differences, checks);
     const report = join(config.runDir, "eval-report.html");
@@ -165,6 +168,56 @@ export async function runEval(config: EvalConfig, options: EvalOptions): Promise
   } finally {
     store.close();
   }
+}
+
+function unscoredReason(config: EvalConfig, trait: string): string {
+  const method = config.traits.find((t) => t.name === trait)?.method;
+  const share = `${Math.round(config.min_number_mass * 100)}%`;
+  if (method === "all_caps") return "no letters to count";
+  if (method === "yes_no") return `the judge put under ${share} of its mass on yes or no`;
+  return `the judge put under ${share} of its mass on a number 0-100, and did not refuse`;
+}
+
+/** Judge answers read as 0-100 before a judge of 9 at most is suspected: a few could all be low by chance. */
+const DIGIT_JUDGE_MIN_ANSWERS = 20;
+
+/** A warning when the judge's first token never offered a number above 9 (see `largestNumberToken`). */
+function digitJudgeWarning(scores: readonly ScoreRow[], config: EvalConfig): string[] {
+  const methods = new Map(config.traits.map((t) => [t.name, t.method]));
+  let answers = 0;
+  let largest = -1;
+  for (const s of scores) {
+    if (s.logprobs === null || (s.judge === "trait" && methods.get(s.trait) === "yes_no")) continue;
+    const top = largestNumberToken(JSON.parse(s.logprobs) as TokenLogprob[]);
+    if (top === null) continue;
+    answers += 1;
+    largest = Math.max(largest, top);
+  }
+  if (answers < DIGIT_JUDGE_MIN_ANSWERS || largest > 9) return [];
+  return [
+    `judge ${config.judge.model}: in ${answers} answers scored 0-100 its first token never offered a number above 9; its tokenizer ` +
+      `probably splits numbers into digits (Qwen, Llama 3), so first-token scores can only be 0-9 and every 0-100 figure is wrong; ` +
+      `use a judge whose tokenizer keeps 0-100 whole (gpt-4.1-mini, as in Persona Vectors)`,
+  ];
+}
+
+/** Does any answer need the judge: a trait it scores, or coherence? (all_caps alone needs none.) */
+function needsJudge(config: EvalConfig): boolean {
+  return config.coherence || config.traits.some((t) => t.method !== "all_caps");
+}
+
+/** Every key the eval will send with, from the environment, named by the config key that asks for it. */
+function checkEvalKeys(config: EvalConfig, env: NodeJS.ProcessEnv = process.env): void {
+  const roles = [
+    ...config.models.map((m, i) => ({ key: `models.${i} (${m.name}).api_key_env`, variable: m.api_key_env })),
+    ...(needsJudge(config) ? [{ key: "judge.api_key_env", variable: config.judge.api_key_env }] : []),
+  ];
+  const missing = roles.filter((r) => r.variable !== undefined && !env[r.variable]);
+  if (missing.length === 0) return;
+  throw new UserError(
+    missing.map((r) => `${r.key}: the environment variable ${r.variable} is not set`).join("\n") +
+      `\nexport ${[...new Set(missing.map((r) => r.variable))].map((v) => `${v}=<your key>`).join(" ")} (keys never go in the config); nothing was sent`,
+  );
 }
 
 async function evalModel(
@@ -178,7 +231,8 @@ async function evalModel(
   const session = await LlmSession.open({ config: { llm: { generator: endpoint, judge: config.judge } }, store }, `eval:${name}`, {
     cacheOnly: options.rescore ?? false,
     keyByEndpoint: true,
-    fix: `Check that ${endpoint.base_url ?? "the endpoint"} serves ${endpoint.model} (and the judge ${config.judge.model}), or raise max_retries.`,
+    check: `Check that ${endpoint.base_url ?? "the endpoint"} serves ${endpoint.model} (and the judge ${config.judge.model})`,
+    roleKeys: { generator: `models.${config.models.indexOf(model)} (${name})`, judge: "judge" },
   });
 
   const askItems: (LlmItem<{ texts: string[]; finish: string[] }> & { trait: EvalTrait; prompt: string; question: number })[] = [];
@@ -201,13 +255,18 @@ async function evalModel(
             a.texts.length === config.samples
               ? { ok: true, value: { texts: a.texts, finish: a.finish_reasons } }
               : { ok: false, error: `asked for ${config.samples} answers (n), got ${a.texts.length}; the server must support n` },
+          // A server that ignores n ignores it again.
+          reask: "none",
         });
       });
     }
   }
   const checks = name === config.reference_model ? config.traits.filter((t) => t.instructions).length : 0;
   const checked = checks > 0 ? `, and the judge check's 2 for ${checks}` : "";
-  options.log(`eval ${name}: ${askItems.length} requests of ${config.samples} answers (${config.traits.length} traits × ${config.prompts.length} system prompts${checked})`);
+  options.log(
+    `eval ${name}: ${plural(askItems.length, "request")} of ${plural(config.samples, "answer")} ` +
+      `(${plural(config.traits.length, "trait")} × ${plural(config.prompts.length, "system prompt")}${checked})`,
+  );
   const asked = await session.batch("generator", askItems, options.progress.task(`${name} answers`, askItems.length, "requests"));
 
   const answers: AnswerRow[] = [];
@@ -240,23 +299,35 @@ async function evalModel(
             top_logprobs: JUDGE_TOP_LOGPROBS,
           },
           parse: judgeParse,
+          // At temperature 0 the judge sends the same answer again, logprobs or not.
+          reask: "none",
         });
       }
     });
   }
-  if (!options.rescore && judgeItems.length > 0) options.log(`eval ${name}: ${judgeCostLine(judgeItems.map((i) => i.request.messages[0]!.content), config)}`);
+  if (!options.rescore && judgeItems.length > 0) {
+    const unsent = await session.unsent("judge", judgeItems);
+    options.log(`eval ${name}: ${judgeCostLine(unsent.map((r) => r.messages[0]!.content), judgeItems.length, config)}`);
+  }
   const judged = await session.batch("judge", judgeItems, options.progress.task(`${name} judge`, judgeItems.length, "requests"));
   const requests = askItems.length + judgeItems.length;
-  const failed = [...asked.values(), ...judged.values()].filter((o) => o.status === "failed").length;
-  let error: string | null = null;
+  const outcomes = [...asked, ...judged];
+  const failed = outcomes.filter(([, o]) => o.status !== "ok").length;
+  const errors: string[] = [];
   try {
     await session.checkpoint(requests);
   } catch (e) {
     if (!(e instanceof StageError)) throw e;
-    error = options.rescore
-      ? `${failed} of ${requests} answers are not stored; run without --rescore to ask for them`
-      : e.message.slice(`stage ${e.stage}: `.length);
+    errors.push(options.rescore ? `${failed} of ${requests} answers are not stored; run without --rescore to ask for them` : e.message.slice(`stage ${e.stage}: `.length));
   }
+  // An answer that came back but cannot be used leaves the model measured on fewer answers than asked for.
+  const unusable = outcomes.flatMap(([id, o]) => (o.status === "unparsed" ? [`${id}: ${o.error}`] : []));
+  if (unusable.length > 0) {
+    const quoted = unusable.slice(0, 3).map((line) => `  ${line}`).join("\n");
+    const more = unusable.length > 3 ? `\n  … and ${unusable.length - 3} more` : "";
+    errors.push(`${unusable.length} of ${requests} answers could not be used:\n${quoted}${more}`);
+  }
+  const error = errors.length > 0 ? errors.join("\n") : null;
 
   const methods = new Map(config.traits.map((t) => [t.name, t.method]));
   const scores = [...ruleScores];
@@ -271,15 +342,19 @@ async function evalModel(
 }
 
 /**
- * What judging is about to cost, before it is sent: requests, input tokens (about 4 characters a token; the
- * answer is one token) and, with the judge's prices configured, dollars. Stored verdicts cost nothing.
+ * What judging is about to cost, before it is sent: the requests to send (distinct, and not stored), their
+ * input tokens (about 4 characters a token; the answer is one token) and, with the judge's prices configured,
+ * dollars.
  */
-function judgeCostLine(prompts: readonly string[], config: EvalConfig): string {
-  const input = Math.round(prompts.reduce((n, p) => n + p.length, 0) / 4);
-  const cost = costUsd({ input_tokens: input, output_tokens: prompts.length }, config.judge);
+function judgeCostLine(unsent: readonly string[], total: number, config: EvalConfig): string {
+  const input = Math.round(unsent.reduce((n, p) => n + p.length, 0) / 4);
+  const cost = costUsd({ input_tokens: input, output_tokens: unsent.length }, config.judge);
   const price = cost === undefined ? "" : `, about $${cost.toFixed(2)} at the judge's prices`;
-  return `${prompts.length} judge requests, about ${input.toLocaleString("en")} input tokens${price} (stored verdicts are free)`;
+  const stored = total - unsent.length;
+  return `${plural(unsent.length, "judge request")} to send, about ${input.toLocaleString("en")} input tokens${price} (of ${total}; ${stored} stored or repeated)`;
 }
+
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
 function scoreRow(row: AnswerRow, judge: JudgeKind, judgeModel: string, result: JudgeScore, logprobs: string | null): ScoreRow {
   return {

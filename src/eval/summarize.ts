@@ -167,7 +167,12 @@ export function summarize(
  * A warning for every figure resting on fewer than MIN_QUESTIONS questions, for answers left unscored, and for a
  * judge check whose interval does not lie above zero.
  */
-export function summaryWarnings(cells: readonly Cell[], checks: readonly JudgeCheck[] = []): string[] {
+export function summaryWarnings(
+  cells: readonly Cell[],
+  checks: readonly JudgeCheck[] = [],
+  /** Why a trait's answers go unscored, as its method scores them (default: a judge's mass under 25%). */
+  unscoredReason: (trait: string) => string = () => "the judge put under 25% of its mass on a score",
+): string[] {
   const warnings: string[] = [];
   for (const c of checks.filter((x) => x.metric === "mean_score" && x.interval.lo <= 0)) {
     warnings.push(
@@ -181,7 +186,7 @@ export function summaryWarnings(cells: readonly Cell[], checks: readonly JudgeCh
     if (Number.isFinite(fewest) && fewest < MIN_QUESTIONS) {
       warnings.push(`${where}: only ${fewest} independent questions (under ${MIN_QUESTIONS}); the intervals are unreliable`);
     }
-    if (cell.unscored > 0) warnings.push(`${where}: ${cell.unscored} of ${cell.answers} answers unscored (under 25% of the judge's mass on a score)`);
+    if (cell.unscored > 0) warnings.push(`${where}: ${cell.unscored} of ${cell.answers} answers unscored (${unscoredReason(cell.trait)})`);
   }
   return warnings;
 }

@@ -43,8 +43,10 @@ export class LlmEndpoint {
     readonly role: LlmRoleName,
     readonly config: LlmRoleConfig,
     env: NodeJS.ProcessEnv = process.env,
+    /** false for an endpoint that will send nothing (answers from the cache alone): a missing key is no error. */
+    { keyRequired = true }: { keyRequired?: boolean } = {},
   ) {
-    this.key = roleKey(role, config, env);
+    this.key = keyRequired ? roleKey(role, config, env) : config.api_key_env === undefined ? null : (env[config.api_key_env] || null);
     this.limiter = new Limiter(config.concurrency);
     this.client = new OpenAI({
       // The client insists on a key; a keyless local server ignores the placeholder.

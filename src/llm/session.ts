@@ -29,8 +29,13 @@ export interface LlmSessionOptions {
    * one name (two fine-tuned arms, each `vllm serve … --served-model-name qwen`), their answers must not mix.
    */
   keyByEndpoint?: boolean;
-  /** What the error of a failed checkpoint tells the user to do (default: rerun, `inoculant doctor`). */
-  fix?: string;
+  /**
+   * What the error of a failed checkpoint tells the user to check first (default: `inoculant doctor CONFIG`);
+   * whether more retries could help is added to it.
+   */
+  check?: string;
+  /** The config key of each role, for advice (default `llm.<role>`; an eval's models and judge live elsewhere). */
+  roleKeys?: Partial<Record<LlmRoleName, string>>;
 }
 
 /** How many failed items a stage's error quotes. */
@@ -46,9 +51,11 @@ export interface LlmItem<T> {
    * How an answer that does not parse is asked again. `resample` (default) sends the same request for a fresh
    * sample: right where the answer must be the model's own reply to the prompt (base responses, an eval's
    * answers). `feedback` adds the answer and what was wrong with it to the conversation and asks again, which
-   * also works at temperature 0, where a fresh sample of the same request is usually the same answer.
+   * also works at temperature 0, where a fresh sample of the same request is usually the same answer. `none`:
+   * the answer is taken as it is, for failures no new answer can fix (a server that ignores `n`, a judge that
+   * sends no logprobs), which would only pay `parse_retries` times for the same result.
    */
-  readonly reask?: "resample" | "feedback";
+  readonly reask?: "resample" | "feedback" | "none";
 }
 
 /** The user turn a `feedback` re-ask adds after an answer that did not parse. */
@@ -112,7 +119,8 @@ export class LlmSession {
     if (!endpoint) {
       const config = this.ctx.config.llm[role];
       if (!config) throw new StageError(this.stage, `needs llm.${role}; add it to the config`);
-      endpoint = new LlmEndpoint(role, config);
+      // A session that sends nothing needs no key: rescoring stored answers works without one.
+      endpoint = new LlmEndpoint(role, config, process.env, { keyRequired: !this.options.cacheOnly });
       this.endpoints.set(role, endpoint);
       this.meters.set(role, new UsageMeter(config));
     }
@@ -126,10 +134,12 @@ export class LlmSession {
    * good is `failed`.
    */
   async batch<T>(role: LlmRoleName, items: readonly LlmItem<T>[], task?: ProgressTask): Promise<Map<string, ItemOutcome<T>>> {
+    // Nothing to ask: the role's endpoint (and its key) is not needed.
+    if (items.length === 0) return new Map();
     const endpoint = this.endpoint(role);
     const meter = this.meters.get(role)!;
+    const keyed = this.cacheModel(endpoint);
     const model = endpoint.config.model;
-    const keyed = this.options.keyByEndpoint ? `${endpoint.config.base_url ?? "(default endpoint)"} ${model}` : model;
     const firstKeys = items.map((item) => requestKey(keyed, item.request));
     const stored = await this.cache.getMany([...new Set(firstKeys)]);
     const inFlight = new Map<string, Promise<LlmAnswer>>();
@@ -158,8 +168,9 @@ export class LlmSession {
     const answerItem = async (item: LlmItem<T>, firstKey: string): Promise<ItemOutcome<T>> => {
       let last = { error: "", texts: [] as string[] };
       let next = { request: item.request, resample: false };
+      const tries = item.reask === "none" ? 1 : 1 + endpoint.config.parse_retries;
       try {
-        for (let attempt = 0; attempt <= endpoint.config.parse_retries; attempt += 1) {
+        for (let attempt = 0; attempt < tries; attempt += 1) {
           const key = attempt === 0 ? firstKey : requestKey(keyed, next.request, next.resample ? attempt : 0);
           const got = await answer(key, next.request, attempt);
           const parsed = item.parse(got);
@@ -195,6 +206,21 @@ export class LlmSession {
     return outcomes;
   }
 
+  /** The distinct requests among `items` that have no stored answer: what `batch` is about to send, re-asks aside. */
+  async unsent(role: LlmRoleName, items: readonly LlmItem<unknown>[]): Promise<LlmRequest[]> {
+    if (items.length === 0) return [];
+    const keyed = this.cacheModel(this.endpoint(role));
+    const byKey = new Map(items.map((item) => [requestKey(keyed, item.request), item.request]));
+    const stored = await this.cache.getMany([...byKey.keys()]);
+    return [...byKey].filter(([key]) => !stored.has(key)).map(([, request]) => request);
+  }
+
+  /** What stored answers are keyed by besides the request: the model, and with keyByEndpoint its endpoint. */
+  private cacheModel(endpoint: LlmEndpoint): string {
+    const model = endpoint.config.model;
+    return this.options.keyByEndpoint ? `${endpoint.config.base_url ?? "(default endpoint)"} ${model}` : model;
+  }
+
   /**
    * Waits until every answer is stored; then, when items failed, records them in `llm_failures` and throws a
    * StageError that says how many, why (the first few), and what the next run will do.
@@ -212,15 +238,16 @@ export class LlmSession {
       this.stage,
       `${this.failures.length} of ${total} LLM requests failed (${where}):\n${quoted.join("\n")}${more}\n` +
         `Every answer that arrived is stored; rerun to send only the failed requests. ` +
-        (this.options.fix ?? this.defaultFix(roles)),
+        this.fix(roles),
     );
   }
 
   /** More retries help with transient errors only; a refusal (a 401, a 404 for the model) needs the endpoint fixed. */
-  private defaultFix(roles: readonly LlmRoleName[]): string {
-    const doctor = "Check the endpoint with `inoculant doctor CONFIG`";
-    if (!this.failures.some((f) => f.retryable)) return `${doctor}: the server refused these requests, so retrying would not help.`;
-    return `${doctor}, or raise ${roles.map((r) => `llm.${r}.max_retries`).join(" / ")}.`;
+  private fix(roles: readonly LlmRoleName[]): string {
+    const check = this.options.check ?? "Check the endpoint with `inoculant doctor CONFIG`";
+    if (!this.failures.some((f) => f.retryable)) return `${check}: the server refused these requests, so retrying would not help.`;
+    const keys = roles.map((r) => `${this.options.roleKeys?.[r] ?? `llm.${r}`}.max_retries`);
+    return `${check}, or raise ${keys.join(" / ")}.`;
   }
 
   /** Usage by role, for the stage's details. */
