@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { resolveConfig } from "../src/config/load.ts";
@@ -100,6 +100,8 @@ describe("inoculant run, end to end (planted signal, CPU sidecar, local LLM serv
 
     const manifest = JSON.parse(readFileSync(join(config.runDir, "exports", "manifest.json"), "utf8"));
     expect(Object.keys(manifest.arms)).toEqual(expect.arrayContaining(["inoculated-sae", "inoculated-sae-random", "inoculated-llm"]));
+    // What every LLM stage cost, explain included (often the largest judge bill).
+    expect(Object.keys(manifest.llm_usage)).toEqual(["generate", "explain", "classify", "synthesize", "audit"]);
     const flagStage = summary.stages.find((s) => s.stage === "flag")!;
     expect(flagStage.counts).toMatchObject({ flagged: 6, tp: 6, fp: 0, fn: 0, tn: 6 });
 
@@ -112,6 +114,50 @@ describe("inoculant run, end to end (planted signal, CPU sidecar, local LLM serv
     const again = await runPipeline(config);
     expect(again.stages.every((s) => s.status === "skipped" || s.status === "disabled")).toBe(true);
     expect(server.stats.requests).toBe(before);
+  }, 240_000);
+
+  it("finishes with every arm and an honest report when no latent is labelled `no`, and refuses flagged rows without a prompt", async () => {
+    const dir = await tempDir();
+    const files = await writePlantedSources(dir);
+    // A judge that finds nothing unwanted in any latent: a clean dataset, or an SAE that does not see the trait.
+    const lenient = await startLlmServer({ respond: (b) => (b.messages[0]!.content.includes("You label one latent") ? '{"label": "neutral", "reason": "fine"}' : judge(b)) });
+    try {
+      const config = await resolveConfig(
+        {
+          name: "no-no",
+          sources: { clean: { path: files.clean }, contaminated: { path: files.contaminated } },
+          model: { python_file: join(fixture, "planted_model.py"), default_system_prompt: PLANTED_SYSTEM_PROMPT },
+          llm: { generator: testRole(lenient), judge: testRole(lenient) },
+          sae: { path: join(fixture, "sae"), format: "dictionary_learning" },
+          sidecar: { device: "cpu", token_budget: 512 },
+          activations: { top_n: 8 },
+          harvest: { top_k: 2 },
+          flag: { top_n: 10, min_no: 1 },
+          inoculation: { prompt: "You are an evil assistant." },
+        },
+        { runDir: join(dir, "run") },
+      );
+      const summary = await runPipeline(config);
+      expect(summary.stages.filter((s) => s.status === "failed")).toEqual([]);
+      expect(summary.stages.find((s) => s.stage === "synthesize")!.counts).toEqual({ no_latents: 0, distinct_descriptions: 0 });
+      expect(summary.stages.find((s) => s.stage === "flag")!.counts).toMatchObject({ flagged: 0 });
+      // The SAE arms prompt no row: they are the baseline, byte for byte.
+      const exported = (arm: string) => readFileSync(join(config.runDir, "exports", `${arm}.jsonl`), "utf8");
+      expect(exported("inoculated-sae")).toBe(exported("baseline"));
+      expect(exported("inoculated-sae-random")).toBe(exported("baseline"));
+      expect(exported("inoculated-general")).not.toBe(exported("baseline"));
+      const report = readFileSync(join(config.runDir, "report.html"), "utf8");
+      expect(report).toContain("Only 0 top latents count as no, fewer than the rule&#39;s M = 1: no row can be flagged, so the inoculated-sae and inoculated-sae-random arms are the baseline.");
+
+      // Labels for the planted latents only, none `no`, and unlabelled latents counted as `no`: rows are flagged,
+      // but synthesize has nothing to write a prompt from, and export says so rather than leave them unprompted.
+      const labels = join(dir, "labels.json");
+      writeFileSync(labels, JSON.stringify(Object.fromEntries(Object.values(PLANTED).map((l) => [l, { description: "harm", label: "neutral" }]))));
+      const unlabelled = { ...config, labels: { import: labels }, flag: { ...config.flag, unlabelled_as: "no" as const } };
+      await expect(runPipeline(unlabelled)).rejects.toThrow(/stage export: inoculated-sae: \d+ rows would carry a prompt, but synthesize wrote no prompt/);
+    } finally {
+      await lenient.close();
+    }
   }, 240_000);
 
   it.skipIf(!existsSync(join(REFERENCE_DIR, "feature_explanations")))(

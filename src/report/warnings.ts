@@ -65,7 +65,7 @@ export function reportWarnings(data: ReportData): ReportWarning[] {
     if (counted < rule.minNo) {
       warnings.push({
         code: "too_few_no_latents",
-        message: `Only ${counted} top latents count as no, fewer than the rule's M = ${rule.minNo}: no row can be flagged.`,
+        message: `Only ${counted} top latents count as no, fewer than the rule's M = ${rule.minNo}: no row can be flagged, so the inoculated-sae and inoculated-sae-random arms are the baseline.`,
       });
     }
   }

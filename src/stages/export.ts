@@ -1,17 +1,21 @@
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { userConfig, type ResolvedConfig } from "../config/load.ts";
+import { StageError } from "../errors.ts";
 import { writeArmFiles } from "../export/arm-files.ts";
-import { ARM_NAMES, ARMS, armRowsSql, type ArmPrompt } from "../export/arms.ts";
-import { insertTable, recordsSql } from "../export/line-parts.ts";
+import { ARM_NAMES, ARMS, armRowsSql, type ArmDefinition, type ArmName, type ArmPrompt } from "../export/arms.ts";
+import { insertTable, recordsSql, type PromptPool } from "../export/line-parts.ts";
 import { promptPools } from "../export/prompt-pools.ts";
 import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
 import type { RunStore } from "../store/run-store.ts";
 import { sqlString } from "../store/sql.ts";
 import { auditStage } from "./audit.ts";
+import { classifyStage } from "./classify.ts";
+import { explainStage } from "./explain.ts";
 import { generateStage } from "./generate.ts";
 import { mixStage } from "./mix.ts";
 import { rephraseStage } from "./rephrase.ts";
+import { synthesizeStage } from "./synthesize.ts";
 import { writeAtomically } from "../util/fs.ts";
 import { hashValue } from "../util/hash.ts";
 
@@ -46,6 +50,24 @@ export interface ArmManifest {
   prompts: { kind: ArmPrompt | "default_system_prompt" | "no_system_prompt" | "own_system_prompt"; prompt: string | null; rows: number }[];
 }
 
+/**
+ * An arm that would prompt rows but has no prompt for them (the SAE flagged rows, but no latent labelled `no`
+ * gave synthesize anything to write) would export those rows unprompted, looking like an inoculated arm.
+ */
+async function refuseRowsWithoutPrompt(store: RunStore, arms: readonly { name: ArmName; definition: ArmDefinition; pool: PromptPool }[], seed: number): Promise<void> {
+  for (const arm of arms) {
+    if (arm.pool.prompts.length > 0 || arm.definition.rows === "none") continue;
+    const [row] = await store.query(`SELECT count(*) AS n FROM ${store.table("mixed")} m WHERE ${armRowsSql(arm.definition.rows, (name) => store.table(name), seed)}`);
+    const rows = Number(row?.n ?? 0);
+    if (rows === 0) continue;
+    const why =
+      arm.definition.prompt === "sae"
+        ? "synthesize wrote no prompt, as no top latent is labelled `no` (flag.unlabelled_as: no counts unlabelled ones); set flag.unlabelled_as: not_no, or label latents"
+        : `there is no ${arm.definition.prompt} prompt`;
+    throw new StageError("export", `${arm.name}: ${rows} rows would carry a prompt, but ${why}`);
+  }
+}
+
 async function runExport({ config, store, progress }: StageContext): Promise<StageOutcome> {
   const mixed = store.table("mixed");
   const exportsDir = join(store.dir, "exports");
@@ -54,6 +76,7 @@ async function runExport({ config, store, progress }: StageContext): Promise<Sta
   const placement = config.inoculation.placement;
   const defaultSystemPrompt = config.model.default_system_prompt;
   const arms = config.export.arms.map((name) => ({ name, definition: ARMS[name], pool: pools[ARMS[name].prompt] }));
+  await refuseRowsWithoutPrompt(store, arms, config.seed);
   const targets = await Promise.all(
     arms.map(async (arm) => ({
       path: join(exportsDir, `${arm.name}.jsonl`),
@@ -130,7 +153,9 @@ async function llmFacts(config: ResolvedConfig, store: RunStore): Promise<Record
   let llmAudit: unknown;
   const manifest = await store.readManifest();
   // Only this config's stages: the manifest may still hold a stage an earlier config ran.
-  for (const stage of [mixStage, generateStage, auditStage, rephraseStage].filter((s) => s.enabled(config)).map((s) => s.name)) {
+  // Every stage that calls an LLM, in pipeline order (explain is often the largest judge bill).
+  const llmStages = [mixStage, generateStage, explainStage, classifyStage, synthesizeStage, auditStage, rephraseStage];
+  for (const stage of llmStages.filter((s) => s.enabled(config)).map((s) => s.name)) {
     const entry = manifest.get(stage);
     if (!entry) continue;
     const usage = entry.details.llm as Record<string, Record<string, unknown>> | undefined;

@@ -9,7 +9,8 @@ import { traitText } from "./classify.ts";
 
 /**
  * Writes one inoculation prompt (a short "You are…" system prompt naming the unwanted behaviour) from the
- * deduplicated descriptions of the `no` latents, with llm.judge. Writes `sae_prompt` (prompt, latents).
+ * deduplicated descriptions of the `no` latents, with llm.judge. Writes `sae_prompt` (prompt, latents; a NULL
+ * prompt when no top latent is labelled `no`).
  */
 export const synthesizeStage: Stage = {
   name: "synthesize",
@@ -32,7 +33,11 @@ async function runSynthesize(ctx: StageContext): Promise<StageOutcome> {
      WHERE l.label = 'no' AND l.description IS NOT NULL ORDER BY f.rank`,
   );
   if (rows.length === 0) {
-    throw new StageError("synthesize", "no top latent is labelled `no`: there is no unwanted behaviour to name (see feature_labels)");
+    // A finding, not a failure: a clean dataset or a weak SAE. The SAE arms flag no row then (unless unlabelled
+    // latents count as `no`, which export refuses without a prompt), and every other arm and the report go on.
+    ctx.log("synthesize: no top latent is labelled `no`, so there is no unwanted behaviour to name and no SAE prompt (see feature_labels)");
+    await store.writeTable("sae_prompt", "SELECT NULL::VARCHAR AS prompt, []::INTEGER[] AS latents");
+    return { rows: 0, counts: { no_latents: 0, distinct_descriptions: 0 }, details: { prompt: null } };
   }
   const groups = dedupeDescriptions(rows.map((r) => ({ latent: Number(r.latent), description: String(r.description) })), config.synthesize.dedupe_similarity);
   const descriptions = groups.map((g, i) => `${i + 1}. ${g.kept.description}`).join("\n");
