@@ -5,7 +5,7 @@ import { featureLabelsSql } from "../src/labels/feature-labels.ts";
 import { flagRowsSql, type FlagRuleOptions } from "../src/labels/flag-rule.ts";
 import { collectReportData } from "../src/report/collect.ts";
 import { renderReport } from "../src/report/render.ts";
-import { RunStore } from "../src/store/run-store.ts";
+import { RunStore, runningEntry } from "../src/store/run-store.ts";
 import { tempDir } from "./helpers.ts";
 
 /**
@@ -180,6 +180,18 @@ describe("collecting the report's data from a run", () => {
       expect(data.llm).toBeNull();
       expect(data.prompts).toEqual([{ source: "sae", text: "You are a vengeful liar.", latents: [20, 30], rephrasings: [] }]);
       expect(data.sae!.rows).toBe(8);
+    } finally {
+      store.close();
+    }
+  });
+
+  it("lists the stages in pipeline order, whatever order the manifest saved them in", async () => {
+    const store = await RunStore.open(await tempDir());
+    try {
+      // The runner records disabled stages up front, before the first stage that runs.
+      for (const stage of ["audit", "flag", "ingest", "mix"]) await store.saveManifestEntry({ ...runningEntry(stage), status: stage === "audit" || stage === "flag" ? "disabled" : "done" });
+      const data = await collectReportData(store, { title: "t", config: {}, flagRule: null, stageOrder: ["ingest", "mix", "flag", "audit", "export"] });
+      expect(data.stages.map((s) => s.stage)).toEqual(["ingest", "mix", "flag", "audit"]);
     } finally {
       store.close();
     }

@@ -116,11 +116,27 @@ describe("report.html (rendering)", () => {
       llm: null,
     };
     const html = renderReport(bare);
-    expect(html).toContain("No flags yet");
-    expect(html).toContain("No inoculation prompt written by this run yet");
-    expect(html).toContain("No top latents");
-    expect(html).toContain("No training files yet");
+    expect(html).toContain("No flags yet: <code>flag</code> and <code>audit</code> have not run.");
+    expect(html).toContain("No inoculation prompt written by this run: synthesize writes one");
+    expect(html).toContain("No top latents yet: <code>activations</code> has not run.");
+    expect(html).toContain("No training files yet: <code>export</code> has not run.");
     expect(html).not.toContain("<svg");
+    // Stages the config leaves off are said to be off, with what turns them on; not "not yet".
+    const sae = "add an `sae` section";
+    const off = renderReport({
+      ...bare,
+      disabled: [
+        { stage: "activations", enableWith: sae },
+        { stage: "synthesize", enableWith: "add an `sae` section and `llm.judge`" },
+        { stage: "flag", enableWith: sae },
+        { stage: "audit", enableWith: "add an `audit` section" },
+      ],
+    });
+    expect(off).toContain("No flags: the stages <code>flag</code> and <code>audit</code> are off in this config (to turn them on: add an <code>sae</code> section; or add an <code>audit</code> section).");
+    expect(off).toContain("No top latents: the stage <code>activations</code> is off in this config (to turn it on: add an <code>sae</code> section).");
+    expect(off).toContain("No inoculation prompt written by this run: the stages <code>synthesize</code> and <code>audit</code> are off");
+    expect(off).not.toContain("Top latents labelled no");
+    expect(html).toContain("Top latents labelled no");
     const f = reportFixture();
     const noTruth = renderReport({
       ...f,

@@ -8,7 +8,7 @@ import { evaluateConfusion, precisionRecallCurve } from "../stats/metrics.ts";
 import type { RunStore } from "../store/run-store.ts";
 import { exists } from "../util/fs.ts";
 import { packageVersion } from "../util/version.ts";
-import type { ArmLine, DatasetSummary, FlagSide, ReportData, ReportLatent, ReportPrompt, StageLine } from "./report-data.ts";
+import type { ArmLine, DatasetSummary, DisabledStage, FlagSide, ReportData, ReportLatent, ReportPrompt, StageLine } from "./report-data.ts";
 
 /**
  * Builds ReportData from a run directory's tables. Every table is optional (a report after `mix` alone shows the
@@ -60,6 +60,10 @@ export interface CollectOptions {
    * in the run directory is not this run's, so the page leaves it out, as the exports' manifest does.
    */
   notInRun?: readonly string[];
+  /** The pipeline's stages in order, for the stage table (the manifest holds them in the order they were saved). */
+  stageOrder?: readonly string[];
+  /** The stages this config leaves off, with what turns each on, so that the page says "off" and not "not yet". */
+  disabled?: readonly DisabledStage[];
   now?: Date;
 }
 
@@ -77,7 +81,8 @@ export async function collectReportData(store: RunStore, options: CollectOptions
     generatedAt: (options.now ?? new Date()).toISOString(),
     config: options.config,
     versions: await versions(store),
-    stages: await stages(store),
+    stages: await stages(store, options.stageOrder ?? []),
+    disabled: [...(options.disabled ?? [])],
     dataset,
     arms: await arms(store),
     latents: await latents(store, has, options.contextsPerLatent ?? 3),
@@ -111,10 +116,12 @@ async function versions(store: RunStore): Promise<Record<string, string>> {
   return out;
 }
 
-async function stages(store: RunStore): Promise<StageLine[]> {
+async function stages(store: RunStore, order: readonly string[]): Promise<StageLine[]> {
+  const rank = (stage: string) => (order.includes(stage) ? order.indexOf(stage) : order.length);
   // Not the report stage itself: it is the one writing this, and would always read "running".
   return [...(await store.readManifest()).values()]
     .filter((e) => e.stage !== "report")
+    .sort((a, b) => rank(a.stage) - rank(b.stage))
     .map((e) => ({ stage: e.stage, status: e.status, rows: e.rows, seconds: e.seconds }));
 }
 

@@ -70,8 +70,11 @@ function summaryCards(data: ReportData): string {
       c === null || data.dataset.rows === 0 ? "" : `${fmtRate(c / data.dataset.rows)} of rows`,
     ),
   );
-  const no = data.latents.filter((l) => l.label === "no").length;
-  cards.push(card("Top latents labelled no", `${metric("latents.no", no, fmtCount(no))} <span class="muted">/ ${fmtCount(data.latents.length)}</span>`));
+  // Without the SAE stages there are no latents to count: no card, rather than a "0 / 0".
+  if (!data.disabled.some((d) => d.stage === "activations")) {
+    const no = data.latents.filter((l) => l.label === "no").length;
+    cards.push(card("Top latents labelled no", `${metric("latents.no", no, fmtCount(no))} <span class="muted">/ ${fmtCount(data.latents.length)}</span>`));
+  }
   for (const { key, side } of sides(data)) cards.push(methodCard(key, side));
   return `<div class="cards">${cards.join("")}</div>`;
 }
@@ -93,9 +96,22 @@ function ruleText(data: ReportData): string {
   );
 }
 
+/**
+ * Why a section is empty: the stages that fill it are off in this config (with what turns them on), or have not
+ * run yet.
+ */
+function emptyNote(data: ReportData, what: string, stages: readonly string[]): string {
+  const off = data.disabled.filter((d) => stages.includes(d.stage));
+  if (off.length === stages.length) {
+    const how = [...new Set(off.map((d) => d.enableWith).filter(Boolean))].join("; or ");
+    return `<p class="note">${what}: ${stages.length === 1 ? "the stage" : "the stages"} ${stages.map((s) => `<code>${s}</code>`).join(" and ")} ${stages.length === 1 ? "is" : "are"} off in this config${how ? ` (to turn ${stages.length === 1 ? "it" : "them"} on: ${esc(how).replace(/`([^`]+)`/g, "<code>$1</code>")})` : ""}.</p>`;
+  }
+  return `<p class="note">${what} yet: ${stages.map((s) => `<code>${s}</code>`).join(" and ")} ${stages.length === 1 ? "has" : "have"} not run.</p>`;
+}
+
 function flagsSection(data: ReportData): string {
   const all = sides(data);
-  if (all.length === 0) return `<p class="note">No flags yet: the flag and audit stages have not run.</p>`;
+  if (all.length === 0) return emptyNote(data, "No flags", ["flag", "audit"]);
   const parts = [ruleText(data)];
   const evaluated = all.filter((s) => s.side.evaluation !== null);
   const header = all.map(({ side }) => `<th class="r">${esc(side.name)}</th>`).join("");
@@ -163,9 +179,13 @@ const PROMPT_SOURCES: Record<string, string> = {
 
 function promptSection(data: ReportData): string {
   if (data.prompts.length === 0) {
+    const where = `<p class="note">The prompts each training file carries are under <a href="#section-arms">Training files</a>.</p>`;
+    const off = data.disabled.filter((d) => d.stage === "synthesize" || d.stage === "audit").length === 2;
+    if (off) return emptyNote(data, "No inoculation prompt written by this run", ["synthesize", "audit"]) + where;
     return (
-      `<p class="note">No inoculation prompt written by this run yet (the SAE pipeline's synthesize stage, or the LLM ` +
-      `audit, writes one). The prompts each training file carries are under <a href="#section-arms">Training files</a>.</p>`
+      `<p class="note">No inoculation prompt written by this run: synthesize writes one from the top latents labelled no, the LLM ` +
+      `audit from the rows it flags, and this run has neither (or they have not run yet).</p>` +
+      where
     );
   }
   return data.prompts
@@ -231,7 +251,7 @@ function latentRow(l: ReportLatent, share: number): string {
 }
 
 function latentsSection(data: ReportData): string {
-  if (data.latents.length === 0) return `<p class="note">No top latents: the activations stage has not run.</p>`;
+  if (data.latents.length === 0) return emptyNote(data, "No top latents", ["activations"]);
   const count = (label: string | null) => data.latents.filter((l) => l.label === label).length;
   const counts = (["yes", "neutral", "no", null] as const)
     .map((label) => `${badge(label)} ${metric(`labels.${label ?? "unlabelled"}`, count(label), fmtCount(count(label)))}`)
@@ -247,7 +267,7 @@ function latentsSection(data: ReportData): string {
 }
 
 function armsSection(data: ReportData): string {
-  if (data.arms.length === 0) return `<p class="note">No training files yet: the export stage has not run.</p>`;
+  if (data.arms.length === 0) return emptyNote(data, "No training files", ["export"]);
   const rows = data.arms.flatMap((a) =>
     a.prompts.map(
       (p, i) =>

@@ -17,8 +17,10 @@ export interface ReportData {
   config: unknown;
   /** Name -> version: inoculant, Node, DuckDB, and what the stages recorded (SAE encode, models). */
   versions: Record<string, string>;
-  /** The run's manifest: what each stage last did. */
+  /** The run's manifest: what each stage last did, in pipeline order. */
   stages: StageLine[];
+  /** The stages the config leaves off, and what turns each on. */
+  disabled: DisabledStage[];
   dataset: DatasetSummary;
   arms: ArmLine[];
   /** The top latents, by rank. */
@@ -31,6 +33,12 @@ export interface ReportData {
   flagRule: FlagRuleOptions | null;
   sae: FlagSide | null;
   llm: FlagSide | null;
+}
+
+export interface DisabledStage {
+  stage: string;
+  /** What in the config turns it on (`add an \`sae\` section`). */
+  enableWith: string;
 }
 
 export interface StageLine {

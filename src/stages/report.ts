@@ -32,7 +32,11 @@ export const reportStage: Stage = {
 };
 
 async function runReport({ config, store }: StageContext): Promise<StageOutcome> {
+  // Imported here, not at the top: the stage list imports this stage.
+  const { STAGES } = await import("../pipeline/stages.ts");
   const data = await collectReportData(store, {
+    stageOrder: STAGES.map((stage) => stage.name),
+    disabled: STAGES.filter((stage) => !stage.enabled(config)).map((stage) => ({ stage: stage.name, enableWith: stage.enableWith ?? "" })),
     title: config.name,
     config: userConfig(config),
     flagRule: config.sae ? flagRule(config) : null,
