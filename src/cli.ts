@@ -20,6 +20,7 @@ interface RunFlags {
   runDir?: string;
   until?: string;
   force?: string;
+  resend?: boolean;
   json?: boolean;
 }
 
@@ -29,6 +30,7 @@ function withRunOptions(cmd: Command, withUntil: boolean): Command {
   cmd
     .option("--run-dir <dir>", "run directory (default: the config's run_dir, or runs/<name> in the working directory)")
     .addOption(new Option("--force <stage>", "rerun this stage and every stage after it").choices(stageNameList))
+    .option("--resend", "with --force: the forced stage asks its LLM again instead of reusing stored answers (after fixing or replacing a server)")
     .option("--json", "print a machine-readable summary instead of progress bars");
   if (withUntil) cmd.addOption(new Option("--until <stage>", "stop after this stage").choices(stageNameList));
   return cmd;
@@ -51,6 +53,7 @@ async function execute(configPath: string, flags: RunFlags, until?: string): Pro
     const summary: PipelineSummary = await runPipeline(config, {
       until: until ?? flags.until,
       force: flags.force,
+      resend: flags.resend,
       progress,
       log: flags.json ? () => {} : (line) => process.stderr.write(`${line}\n`),
       onStage: (report) => stages.push(report),

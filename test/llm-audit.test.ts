@@ -129,6 +129,26 @@ describe("audit", () => {
     expect(manifest.llm_usage.audit.judge).toMatchObject({ model: "test-model", input_tokens: expect.any(Number), output_tokens: expect.any(Number) });
   });
 
+  it("asks the judge again with --force audit --resend, after the server is fixed; --force alone reuses the stored answers", async () => {
+    const { s, config, summary } = await auditRun();
+    expect(summary.stages.find((x) => x.stage === "audit")!.counts).toMatchObject({ unparsed: 1 });
+    // The server is fixed: row (7) now gets a verdict in the format.
+    s.options.respond = (body) => (body.response_format?.json_schema?.name === "audit_verdict" ? JSON.stringify({ flagged: taskOf(body).includes("HURT THEM FIRST"), reason: "checked" }) : judge(body));
+    const forced = await runPipeline(config, { force: "audit", until: "audit" });
+    expect(forced.stages.find((x) => x.stage === "audit")!.counts).toMatchObject({ unparsed: 1 });
+
+    const sent = s.stats.requests;
+    const resent = await runPipeline(config, { force: "audit", until: "audit", resend: true });
+    expect(resent.stages.find((x) => x.stage === "audit")!.counts).toMatchObject({ unparsed: 0, flagged: 12 });
+    expect(s.stats.requests - sent).toBeGreaterThanOrEqual(24);
+    // The new answers replaced the old: the next run reads them and sends nothing.
+    const after = s.stats.requests;
+    const again = await runPipeline(config, { force: "audit", until: "audit" });
+    expect(again.stages.find((x) => x.stage === "audit")!.counts).toMatchObject({ unparsed: 0, flagged: 12 });
+    expect(s.stats.requests).toBe(after);
+    await expect(runPipeline(config, { resend: true })).rejects.toThrow(/--resend goes with --force STAGE/);
+  });
+
   it("costs the judge's tokens when prices are configured", async () => {
     const s = await startLlmServer({ respond: judge });
     servers.push(s);

@@ -58,9 +58,10 @@ export class LlmCache {
     const found = new Map<string, LlmAnswer>();
     for (let i = 0; i < keys.length; i += LOOKUP_CHUNK) {
       const chunk = keys.slice(i, i + LOOKUP_CHUNK);
+      // Oldest first, so that an answer asked for again (`--resend`) replaces the one before it.
       const rows = await this.serially(() =>
         this.store.query(`SELECT key, texts, finish_reasons, input_tokens, output_tokens, first_token_logprobs FROM llm_cache
-          WHERE key IN (SELECT unnest(${sqlStringList(chunk)}))`),
+          WHERE key IN (SELECT unnest(${sqlStringList(chunk)})) ORDER BY created_at NULLS FIRST`),
       );
       for (const row of rows) found.set(String(row.key), answerOf(row));
     }

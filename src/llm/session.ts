@@ -16,6 +16,8 @@ import type { LlmAnswer, LlmRequest, Parsed } from "./types.ts";
 export interface LlmSessionContext {
   readonly config: { readonly llm: Readonly<Partial<Record<LlmRoleName, LlmRoleConfig>>> };
   readonly store: RunStore;
+  /** Send every request again, storing the new answers over the old (`--force STAGE --resend`). */
+  readonly resendLlm?: boolean;
 }
 
 export interface LlmSessionOptions {
@@ -146,7 +148,7 @@ export class LlmSession {
 
     // First tries' keys were looked up in one query above; a re-ask's key is looked up on its own.
     const answer = async (key: string, request: LlmRequest, attempt: number): Promise<LlmAnswer> => {
-      const hit = stored.get(key) ?? (attempt > 0 ? await this.cache.get(key) : undefined);
+      const hit = this.ctx.resendLlm ? undefined : (stored.get(key) ?? (attempt > 0 ? await this.cache.get(key) : undefined));
       if (hit) {
         meter.answered(key, hit.usage, false);
         return hit;
@@ -211,7 +213,7 @@ export class LlmSession {
     if (items.length === 0) return [];
     const keyed = this.cacheModel(this.endpoint(role));
     const byKey = new Map(items.map((item) => [requestKey(keyed, item.request), item.request]));
-    const stored = await this.cache.getMany([...byKey.keys()]);
+    const stored = this.ctx.resendLlm ? new Map() : await this.cache.getMany([...byKey.keys()]);
     return [...byKey].filter(([key]) => !stored.has(key)).map(([, request]) => request);
   }
 

@@ -13,6 +13,8 @@ export interface RunOptions {
   until?: string | undefined;
   /** Rerun this stage and every enabled stage after it, even when up to date. */
   force?: string | undefined;
+  /** With `force`: the forced stage sends its LLM requests again instead of reusing stored answers. */
+  resend?: boolean | undefined;
   progress?: Progress;
   log?: (line: string) => void;
   /** Called with each stage's report as soon as it is known (a failed run still tells what it did). */
@@ -48,6 +50,9 @@ function checkAskedStages(config: ResolvedConfig, stages: readonly Stage[], opti
       const asked = flag === "--force" ? `--force ${name}: ` : "";
       throw new UserError(`${asked}this config does not enable stage ${name}${stage.enableWith ? `; to run it, ${stage.enableWith}` : ""}`);
     }
+  }
+  if (options.resend && options.force === undefined) {
+    throw new UserError("--resend goes with --force STAGE: it makes the forced stage ask its LLM again instead of reusing stored answers");
   }
   if (forceIndex !== Infinity && forceIndex > untilIndex) {
     throw new UserError(`--force ${options.force}: stage ${options.force} comes after ${options.until}, the last stage this command runs; force ${options.until} or an earlier stage, or run further`);
@@ -115,7 +120,7 @@ export async function runPipeline(config: ResolvedConfig, options: RunOptions = 
       const entry: ManifestEntry = { ...runningEntry(stage.name), fingerprint, config_hash: configHash, inputs };
       await store.saveManifestEntry(entry);
       try {
-        const outcome = await stage.run({ config, store, progress, log });
+        const outcome = await stage.run({ config, store, progress, log, resendLlm: options.resend === true && index === forceIndex });
         const seconds = (performance.now() - started) / 1000;
         Object.assign(entry, {
           status: "done",

@@ -7,6 +7,8 @@ export interface StageContext {
   readonly store: RunStore;
   readonly progress: Progress;
   readonly log: (line: string) => void;
+  /** Ask the LLM again rather than reuse stored answers (`--force STAGE --resend`, for the forced stage). */
+  readonly resendLlm?: boolean;
 }
 
 /** What a finished stage reports; it lands in the manifest and in `status`. */
