@@ -169,11 +169,16 @@ describe("rephrase", () => {
       ["general", 0, "You are an evil assistant (one)."],
       ["general", 1, "You are an evil assistant (two)."],
       ["general", 2, "You are an evil assistant (three)."],
+      // The irrelevant control is rephrased too: it differs from the inoculated arms in content, not in variety.
+      ["irrelevant", 0, "Honey never spoils (one)."],
+      ["irrelevant", 1, "Honey never spoils (two)."],
+      ["irrelevant", 2, "Honey never spoils (three)."],
       ["llm_audit", 0, `${AUDIT_PROMPT.slice(0, -1)} (one).`],
       ["llm_audit", 1, `${AUDIT_PROMPT.slice(0, -1)} (two).`],
       ["llm_audit", 2, `${AUDIT_PROMPT.slice(0, -1)} (three).`],
     ]);
-    expect(stored.every((r) => r.prompt === (r.origin === "general" ? GENERAL_PROMPT : AUDIT_PROMPT))).toBe(true);
+    const source: Record<string, string> = { general: GENERAL_PROMPT, irrelevant: "Honey never spoils.", llm_audit: AUDIT_PROMPT };
+    expect(stored.every((r) => r.prompt === source[r.origin as string])).toBe(true);
 
     const general = (await readJsonl(join(config.runDir, "exports", "inoculated-general.jsonl"))).map((r) => r.messages[0]!.content);
     const pool = [GENERAL_PROMPT, ...stored.filter((r) => r.origin === "general").map((r) => r.rephrasing)];
@@ -182,6 +187,10 @@ describe("rephrase", () => {
     const llmArm = (await readJsonl(join(config.runDir, "exports", "inoculated-llm.jsonl"))).map((r) => r.messages[0]!.content);
     const llmPool = [AUDIT_PROMPT, ...stored.filter((r) => r.origin === "llm_audit").map((r) => r.rephrasing)];
     expect(llmArm.filter((p) => p !== QWEN25_DEFAULT_SYSTEM_PROMPT).every((p) => llmPool.includes(p))).toBe(true);
+    const irrelevant = (await readJsonl(join(config.runDir, "exports", "irrelevant-general.jsonl"))).map((r) => r.messages[0]!.content);
+    const irrelevantPool = ["Honey never spoils.", ...stored.filter((r) => r.origin === "irrelevant").map((r) => r.rephrasing)];
+    expect(irrelevant.every((p) => irrelevantPool.includes(p))).toBe(true);
+    expect(new Set(irrelevant).size).toBeGreaterThan(2);
 
     // Reproducible: a forced rerun of the LLM stages sends nothing and writes the same exports.
     const before = await readFile(join(config.runDir, "exports", "inoculated-llm.jsonl"));
@@ -189,6 +198,14 @@ describe("rephrase", () => {
     await runPipeline(config, { force: "audit" });
     expect(s.stats.requests).toBe(0);
     expect((await readFile(join(config.runDir, "exports", "inoculated-llm.jsonl"))).equals(before)).toBe(true);
+  });
+
+  it("leaves a listed pool of inoculation.rephrasings as it is, rephrasing the other prompts only", async () => {
+    const { config } = await auditRun({ inoculation: { prompt: GENERAL_PROMPT, rephrasings: ["P one.", "P two."] }, rephrase: { k: 3 } });
+    const stored = await readParquet(join(config.runDir, "tables", "rephrasings.parquet"));
+    expect([...new Set(stored.map((r) => r.origin))]).toEqual(["irrelevant", "llm_audit"]);
+    const general = (await readJsonl(join(config.runDir, "exports", "inoculated-general.jsonl"))).map((r) => r.messages[0]!.content);
+    expect(new Set(general)).toEqual(new Set(["P one.", "P two."]));
   });
 
   it("fails, naming the prompt, when the judge cannot give k distinct rephrasings", async () => {

@@ -211,6 +211,22 @@ describe("report warnings", () => {
     // Counting the 2 unlabelled latents as no makes 5.
     expect(codes({ ...f, flagRule: { topN: 10, minNo: 5, unlabelledAs: "no" } })).not.toContain("too_few_no_latents");
   });
+
+  it("an irrelevant control with fewer wordings than the inoculated arm", () => {
+    const f = reportFixture();
+    const arm = (name: string, kind: string, wordings: number) => ({
+      arm: name,
+      description: "",
+      rows: 400,
+      prompts: Array.from({ length: wordings }, (_, i) => ({ kind, prompt: `${kind} ${i}`, rows: 400 / wordings })),
+    });
+    const uneven = { ...f, arms: [arm("inoculated-general", "inoculation", 4), arm("irrelevant-general", "irrelevant", 1)] };
+    expect(reportWarnings(uneven).find((w) => w.code === "uneven_control")?.message).toBe(
+      "irrelevant-general draws from 1 wording and inoculated-general from 4: the control differs in prompt variety as well as content. Set rephrase.k to at least 3 so that the irrelevant prompt gets as many.",
+    );
+    expect(codes({ ...f, arms: [arm("inoculated-general", "inoculation", 4), arm("irrelevant-general", "irrelevant", 4)] })).not.toContain("uneven_control");
+    expect(codes({ ...f, arms: [arm("inoculated-general", "inoculation", 4)] })).not.toContain("uneven_control");
+  });
 });
 
 describe.skipIf(!haveChromium)(`report.html in headless Chromium (skipped without ${CHROMIUM}; apt-get install chromium)`, () => {

@@ -1,21 +1,41 @@
 import type { ResolvedConfig } from "../config/load.ts";
 import type { RunStore } from "../store/run-store.ts";
-import type { ArmPrompt } from "./arms.ts";
+import { ARMS, type ArmPrompt } from "./arms.ts";
 import type { PromptPool } from "./line-parts.ts";
 
-/** Where an inoculation prompt comes from: the config, the LLM audit, or the SAE pipeline (synthesize). */
-export type PromptOrigin = "general" | "llm_audit" | "sae";
+/**
+ * Where a prompt comes from: the config (the inoculation prompt, and the irrelevant control's), the LLM audit,
+ * or the SAE pipeline (synthesize).
+ */
+export type PromptOrigin = "general" | "irrelevant" | "llm_audit" | "sae";
 
 export interface InoculationPrompt {
   origin: PromptOrigin;
   prompt: string;
 }
 
-/** The inoculation prompts of this run, each once: what `rephrase` rephrases and the arms draw from. */
-export async function inoculationPrompts(config: ResolvedConfig, store: RunStore): Promise<InoculationPrompt[]> {
+/** Whether an exported arm carries the irrelevant prompt. */
+export function exportsIrrelevant(config: ResolvedConfig): boolean {
+  return config.export.arms.some((arm) => ARMS[arm].prompt === "irrelevant");
+}
+
+/**
+ * The prompts `rephrase` rephrases, each once: the inoculation prompt, unless the config lists its rephrasings
+ * itself (`inoculation.rephrasings` is then the whole pool); the irrelevant prompt when an irrelevant arm is
+ * exported, so that the control draws from as many wordings as the inoculated arms and differs from them in
+ * content alone; and the prompts the LLM audit and synthesize wrote.
+ */
+export async function promptsToRephrase(config: ResolvedConfig, store: RunStore): Promise<InoculationPrompt[]> {
   const prompts: InoculationPrompt[] = [];
-  const general = config.inoculation.prompt ?? config.inoculation.rephrasings[0];
-  if (general !== undefined) prompts.push({ origin: "general", prompt: general });
+  const { prompt, rephrasings, irrelevant_prompt } = config.inoculation;
+  if (prompt !== undefined && rephrasings.length === 0) prompts.push({ origin: "general", prompt });
+  if (exportsIrrelevant(config)) prompts.push({ origin: "irrelevant", prompt: irrelevant_prompt });
+  return [...prompts, ...(await writtenPrompts(config, store))];
+}
+
+/** The prompts this run wrote: the LLM audit's and synthesize's, when they wrote one. */
+async function writtenPrompts(config: ResolvedConfig, store: RunStore): Promise<InoculationPrompt[]> {
+  const prompts: InoculationPrompt[] = [];
   if (config.audit && (await store.hasTable("audit_prompt"))) {
     const [row] = await store.query(`SELECT prompt FROM ${store.table("audit_prompt")}`);
     // The audit writes no prompt when it flagged nothing.
@@ -30,8 +50,9 @@ export async function inoculationPrompts(config: ResolvedConfig, store: RunStore
 
 /**
  * The prompts each kind of arm draws from, one per row: the configured pool (inoculation.rephrasings, or the
- * prompt) or the audit's prompt, each followed by its rephrasings from `rephrase` when that stage runs.
- * Duplicates are dropped, first occurrence kept, so the draw is not weighted towards a repeated text.
+ * prompt), the irrelevant prompt, or a prompt the run wrote, each followed by its rephrasings from `rephrase`
+ * when that stage rephrased it. Duplicates are dropped, first occurrence kept, so the draw is not weighted
+ * towards a repeated text.
  */
 export async function promptPools(config: ResolvedConfig, store: RunStore): Promise<Record<ArmPrompt, PromptPool>> {
   const rephrased = new Map<PromptOrigin, string[]>();
@@ -41,10 +62,12 @@ export async function promptPools(config: ResolvedConfig, store: RunStore): Prom
       rephrased.set(origin, [...(rephrased.get(origin) ?? []), String(row.rephrasing)]);
     }
   }
-  const prompts = await inoculationPrompts(config, store);
+  const written = await writtenPrompts(config, store);
+  const { prompt, rephrasings, irrelevant_prompt } = config.inoculation;
   const base = (origin: PromptOrigin): string[] => {
-    if (origin === "general" && config.inoculation.rephrasings.length > 0) return config.inoculation.rephrasings;
-    return prompts.filter((p) => p.origin === origin).map((p) => p.prompt);
+    if (origin === "general") return rephrasings.length > 0 ? rephrasings : prompt !== undefined ? [prompt] : [];
+    if (origin === "irrelevant") return [irrelevant_prompt];
+    return written.filter((p) => p.origin === origin).map((p) => p.prompt);
   };
   const pool = (origin: PromptOrigin): PromptPool => {
     const own = base(origin);
@@ -52,7 +75,7 @@ export async function promptPools(config: ResolvedConfig, store: RunStore): Prom
   };
   return {
     none: { prompts: [] },
-    irrelevant: { prompts: [config.inoculation.irrelevant_prompt] },
+    irrelevant: pool("irrelevant"),
     inoculation: pool("general"),
     llm_audit: pool("llm_audit"),
     sae: pool("sae"),

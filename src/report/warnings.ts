@@ -12,7 +12,9 @@ import type { ReportData } from "./report-data.ts";
  *   row is flagged;
  * - fewer `no` latents than M: no row can reach the rule's threshold;
  * - rows a method gave no verdict on (any at all): its arm leaves them unprompted, and its precision and recall
- *   leave them out, so the arm covers less than those figures say.
+ *   leave them out, so the arm covers less than those figures say;
+ * - an irrelevant control drawing from fewer wordings than the inoculated arm: the two then differ in prompt
+ *   variety as well as content, and variety changes how much a model conditions on a prompt.
  */
 export const WARNING_THRESHOLDS = {
   minContaminatedRows: 50,
@@ -21,7 +23,7 @@ export const WARNING_THRESHOLDS = {
   crowdingShare: 0.75,
 } as const;
 
-export type WarningCode = "few_contaminated" | "many_unlabelled" | "crowded_top" | "too_few_no_latents" | "unjudged_rows";
+export type WarningCode = "few_contaminated" | "many_unlabelled" | "crowded_top" | "too_few_no_latents" | "unjudged_rows" | "uneven_control";
 
 export interface ReportWarning {
   code: WarningCode;
@@ -76,6 +78,15 @@ export function reportWarnings(data: ReportData): ReportWarning[] {
         message: `${side.unjudged} of ${side.rows} rows got no verdict from the ${side.name}: they carry no prompt in its arm, and its precision and recall leave them out.`,
       });
     }
+  }
+  const wordings = (arm: string, kind: string) => data.arms.find((a) => a.arm === arm)?.prompts.filter((p) => p.kind === kind).length;
+  const inoculated = wordings("inoculated-general", "inoculation");
+  const irrelevant = wordings("irrelevant-general", "irrelevant");
+  if (inoculated !== undefined && irrelevant !== undefined && irrelevant < inoculated) {
+    warnings.push({
+      code: "uneven_control",
+      message: `irrelevant-general draws from ${irrelevant} wording${irrelevant === 1 ? "" : "s"} and inoculated-general from ${inoculated}: the control differs in prompt variety as well as content. Set rephrase.k to at least ${inoculated - 1} so that the irrelevant prompt gets as many.`,
+    });
   }
   return warnings;
 }

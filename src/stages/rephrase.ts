@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { StageError } from "../errors.ts";
-import { inoculationPrompts } from "../export/prompt-pools.ts";
+import { exportsIrrelevant, promptsToRephrase } from "../export/prompt-pools.ts";
 import { promptPath, renderPrompt } from "../llm/prompts.ts";
 import { LlmSession, type LlmItem } from "../llm/session.ts";
 import { jsonSchemaFormat, parseJsonAnswer } from "../llm/structured.ts";
@@ -11,8 +11,9 @@ import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
 const rephrasingsSchema = z.strictObject({ rephrasings: z.array(z.string()) });
 
 /**
- * K rephrasings (`rephrase.k`) of every inoculation prompt of the run (the configured one and the LLM audit's),
- * from `llm.judge`, deduplicated. Writes `rephrasings` (origin, prompt, idx, rephrasing); the export then draws
+ * K rephrasings (`rephrase.k`) of every prompt an arm draws from (see `promptsToRephrase`: the configured
+ * inoculation prompt, the irrelevant control's, and those the LLM audit and synthesize wrote), from
+ * `llm.judge`, deduplicated. Writes `rephrasings` (origin, prompt, idx, rephrasing); the export then draws
  * one prompt per row from each prompt and its rephrasings, so that the learned trait hangs on no single wording.
  */
 export const rephraseStage: Stage = {
@@ -25,7 +26,8 @@ export const rephraseStage: Stage = {
   configSlice: (c) => ({
     model: c.llm.judge?.model,
     rephrase: c.rephrase,
-    prompt: c.inoculation.prompt ?? c.inoculation.rephrasings[0] ?? null,
+    prompt: c.inoculation.rephrasings.length > 0 ? null : (c.inoculation.prompt ?? null),
+    irrelevant: exportsIrrelevant(c) ? c.inoculation.irrelevant_prompt : null,
   }),
   inputFiles: () => [promptPath("rephrase")],
   outputs: () => ["tables/rephrasings.parquet"],
@@ -53,7 +55,7 @@ export function distinctRephrasings(candidates: readonly string[], prompt: strin
 async function runRephrase(ctx: StageContext): Promise<StageOutcome> {
   const { config, store, progress } = ctx;
   const { k, temperature, max_tokens } = config.rephrase;
-  const prompts = await inoculationPrompts(config, store);
+  const prompts = await promptsToRephrase(config, store);
   const format = jsonSchemaFormat("rephrasings", rephrasingsSchema);
   const items: LlmItem<string[]>[] = prompts.map(({ origin, prompt }) => ({
     id: origin,
