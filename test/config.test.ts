@@ -66,6 +66,7 @@ describe("pipeline config", () => {
     expect(await problems({ mix: { negative_fraction: 1.5 } })).toMatch(/mix\.negative_fraction: must be <= 1$/m);
     expect(await problems({ export: { arms: [] } })).toMatch(/export\.arms: must list at least one item$/m);
     expect(await problems({ inoculation: { prompt: "" } })).toMatch(/inoculation\.prompt: must not be empty$/m);
+    expect(await problems({ sae: { path: dir }, flag: { min_no: 0 } })).toMatch(/flag\.min_no: must be at least 1 \(0 would flag every row: that is the inoculated-general arm\)$/m);
     // Two writers on one file would leave an export out of step with its manifest.
     expect(await problems({ export: { arms: ["baseline", "inoculated-selective", "baseline"] } })).toMatch(
       /export\.arms: baseline listed more than once; list each arm once/,

@@ -102,6 +102,7 @@ describe("inoculant run, end to end (planted signal, CPU sidecar, local LLM serv
     expect(Object.keys(manifest.arms)).toEqual(expect.arrayContaining(["inoculated-sae", "inoculated-sae-random", "inoculated-llm"]));
     // What every LLM stage cost, explain included (often the largest judge bill).
     expect(Object.keys(manifest.llm_usage)).toEqual(["generate", "explain", "classify", "synthesize", "audit"]);
+    expect(manifest.sae_flags).toMatchObject({ rule: { topN: 10, minNo: 1 }, flagged: 6, precision: { k: 6, n: 6, value: 1 }, recall: { k: 6, n: 6, value: 1 } });
     const flagStage = summary.stages.find((s) => s.stage === "flag")!;
     expect(flagStage.counts).toMatchObject({ flagged: 6, tp: 6, fp: 0, fn: 0, tn: 6 });
 

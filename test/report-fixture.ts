@@ -51,6 +51,7 @@ export function reportFixture(): ReportData {
     config: { name: "evil-allcaps", seed: 7, mix: { negative_fraction: 0.5, positive_trait: "all_caps" }, flag: { top_n: 10, min_no: 3 } },
     versions: { inoculant: "0.1.0", node: "v20.20.2", duckdb: "v1.5.5", sae_encode: "threshold" },
     disabled: [],
+    placement: "system",
     stages: [
       { stage: "ingest", status: "done", rows: 4665, seconds: 0.4 },
       { stage: "mix", status: "done", rows: 400, seconds: 0.2 },

@@ -212,6 +212,17 @@ describe("report warnings", () => {
     expect(codes({ ...f, flagRule: { topN: 10, minNo: 5, unlabelledAs: "no" } })).not.toContain("too_few_no_latents");
   });
 
+  it("a method that flagged no row: its arms are the baseline", () => {
+    const f = reportFixture();
+    const none = { ...f, sae: { ...f.sae!, flagged: 0 }, llm: { ...f.llm!, flagged: 0 } };
+    const messages = reportWarnings(none).filter((w) => w.code === "no_rows_flagged").map((w) => w.message);
+    expect(messages).toEqual([
+      `The ${f.sae!.name} flagged no row: the inoculated-sae and inoculated-sae-random arms are the baseline.`,
+      `The ${f.llm!.name} flagged no row: the inoculated-llm arm is the baseline.`,
+    ]);
+    expect(codes(f)).not.toContain("no_rows_flagged");
+  });
+
   it("an irrelevant control with fewer wordings than the inoculated arm", () => {
     const f = reportFixture();
     const arm = (name: string, kind: string, wordings: number) => ({

@@ -38,7 +38,7 @@ export const flagSchema = z
     /** A row's top N latents, ranked by its own increase. */
     top_n: z.number().int().positive().default(10),
     /** Flag a row when at least this many of them are labelled `no` (the write-up's rule is N=10, M=3). */
-    min_no: z.number().int().nonnegative().default(3),
+    min_no: z.number().int().min(1, "must be at least 1 (0 would flag every row: that is the inoculated-general arm)").default(3),
     /** How a latent without a label counts. */
     unlabelled_as: z.enum(["not_no", "no"]).default("not_no"),
   })

@@ -219,7 +219,8 @@ export function formatIssues(where: string, error: z.ZodError, raw?: unknown): s
       }
       case "too_small":
       case "too_big":
-        return `${key}: ${boundText(issue)}`;
+        // A message the schema wrote itself says more than the bound alone; zod's own begins "Too small/big".
+        return `${key}: ${/^Too (small|big)/.test(issue.message) ? boundText(issue) : issue.message}`;
       default:
         return `${key}: ${issue.message}`;
     }

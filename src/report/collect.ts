@@ -8,7 +8,7 @@ import { evaluateConfusion, precisionRecallCurve } from "../stats/metrics.ts";
 import type { RunStore } from "../store/run-store.ts";
 import { exists } from "../util/fs.ts";
 import { packageVersion } from "../util/version.ts";
-import type { ArmLine, DatasetSummary, DisabledStage, FlagSide, ReportData, ReportLatent, ReportPrompt, StageLine } from "./report-data.ts";
+import type { ArmLine, DatasetSummary, DisabledStage, FlagSide, Placement, ReportData, ReportLatent, ReportPrompt, StageLine } from "./report-data.ts";
 
 /**
  * Builds ReportData from a run directory's tables. Every table is optional (a report after `mix` alone shows the
@@ -84,7 +84,7 @@ export async function collectReportData(store: RunStore, options: CollectOptions
     stages: await stages(store, options.stageOrder ?? []),
     disabled: [...(options.disabled ?? [])],
     dataset,
-    arms: await arms(store),
+    ...(await trainingFiles(store)),
     latents: await latents(store, has, options.contextsPerLatent ?? 3),
     highlightShare: options.highlightShare ?? 0.25,
     prompts: await prompts(store, has, tables),
@@ -133,11 +133,15 @@ async function datasetSummary(store: RunStore, has: HasTable): Promise<DatasetSu
   return { rows: Number(r!.rows), contaminated: Number(r!.known) === 0 ? null : Number(r!.contaminated) };
 }
 
-async function arms(store: RunStore): Promise<ArmLine[]> {
+/** The exports' manifest: each arm's prompts, and where the prompts were placed. */
+async function trainingFiles(store: RunStore): Promise<{ arms: ArmLine[]; placement: Placement | null }> {
   const path = join(store.dir, "exports", "manifest.json");
-  if (!(await exists(path))) return [];
-  const manifest = JSON.parse(await readFile(path, "utf8")) as { arms: Record<string, ArmManifest> };
-  return Object.entries(manifest.arms).map(([arm, a]) => ({ arm, description: a.description, rows: a.rows, prompts: a.prompts }));
+  if (!(await exists(path))) return { arms: [], placement: null };
+  const manifest = JSON.parse(await readFile(path, "utf8")) as { arms: Record<string, ArmManifest>; placement?: Placement };
+  return {
+    arms: Object.entries(manifest.arms).map(([arm, a]) => ({ arm, description: a.description, rows: a.rows, prompts: a.prompts })),
+    placement: manifest.placement ?? null,
+  };
 }
 
 async function latents(store: RunStore, has: HasTable, perLatent: number): Promise<ReportLatent[]> {

@@ -280,7 +280,13 @@ function armsSection(data: ReportData): string {
         `<td class="r">${metric(`arm.${a.arm}.prompt.${i}`, p.rows, fmtCount(p.rows))}</td></tr>`,
     ),
   );
-  return `<table id="arms"><tr><th>Arm</th><th class="r">Rows</th><th>System prompt</th><th>Text</th><th class="r">Rows with it</th></tr>${rows.join("")}</table>`;
+  const placement =
+    data.placement === "user_prefix"
+      ? `<p class="note">Placement <code>user_prefix</code>: each arm's prompt goes before the first user turn's text; the default system prompt stays the system message.</p>`
+      : data.placement === "system"
+        ? `<p class="note">Placement <code>system</code>: each arm's prompt is the system message (a row's own system message follows it in the same message).</p>`
+        : "";
+  return `${placement}<table id="arms"><tr><th>Arm</th><th class="r">Rows</th><th>Prompt</th><th>Text</th><th class="r">Rows with it</th></tr>${rows.join("")}</table>`;
 }
 
 function runSection(data: ReportData): string {

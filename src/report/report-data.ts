@@ -23,6 +23,8 @@ export interface ReportData {
   disabled: DisabledStage[];
   dataset: DatasetSummary;
   arms: ArmLine[];
+  /** Where the training files put the prompts (null before export). */
+  placement: Placement | null;
   /** The top latents, by rank. */
   latents: ReportLatent[];
   /** Share of a context's peak at or above which its tokens are highlighted. */
@@ -34,6 +36,8 @@ export interface ReportData {
   sae: FlagSide | null;
   llm: FlagSide | null;
 }
+
+export type Placement = "system" | "user_prefix";
 
 export interface DisabledStage {
   stage: string;

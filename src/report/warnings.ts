@@ -11,6 +11,7 @@ import type { ReportData } from "./report-data.ts";
  *   lower M); when it is `no`, check the wanted trait's text: if the latents of A were labelled `no`, nearly every
  *   row is flagged;
  * - fewer `no` latents than M: no row can reach the rule's threshold;
+ * - a method that flagged no row at all: its arms are the baseline;
  * - rows a method gave no verdict on (any at all): its arm leaves them unprompted, and its precision and recall
  *   leave them out, so the arm covers less than those figures say;
  * - an irrelevant control drawing from fewer wordings than the inoculated arm: the two then differ in prompt
@@ -23,7 +24,14 @@ export const WARNING_THRESHOLDS = {
   crowdingShare: 0.75,
 } as const;
 
-export type WarningCode = "few_contaminated" | "many_unlabelled" | "crowded_top" | "too_few_no_latents" | "unjudged_rows" | "uneven_control";
+export type WarningCode =
+  | "few_contaminated"
+  | "many_unlabelled"
+  | "crowded_top"
+  | "too_few_no_latents"
+  | "no_rows_flagged"
+  | "unjudged_rows"
+  | "uneven_control";
 
 export interface ReportWarning {
   code: WarningCode;
@@ -69,6 +77,15 @@ export function reportWarnings(data: ReportData): ReportWarning[] {
         code: "too_few_no_latents",
         message: `Only ${counted} top latents count as no, fewer than the rule's M = ${rule.minNo}: no row can be flagged, so the inoculated-sae and inoculated-sae-random arms are the baseline.`,
       });
+    }
+  }
+  const unreachable = warnings.some((w) => w.code === "too_few_no_latents");
+  for (const [side, arms] of [
+    [unreachable ? null : data.sae, "the inoculated-sae and inoculated-sae-random arms are"],
+    [data.llm, "the inoculated-llm arm is"],
+  ] as const) {
+    if (side && side.rows > 0 && side.flagged === 0) {
+      warnings.push({ code: "no_rows_flagged", message: `The ${side.name} flagged no row: ${arms} the baseline.` });
     }
   }
   for (const side of [data.sae, data.llm]) {

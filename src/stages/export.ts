@@ -12,6 +12,7 @@ import { sqlString } from "../store/sql.ts";
 import { auditStage } from "./audit.ts";
 import { classifyStage } from "./classify.ts";
 import { explainStage } from "./explain.ts";
+import { flagStage } from "./flag.ts";
 import { generateStage } from "./generate.ts";
 import { mixStage } from "./mix.ts";
 import { rephraseStage } from "./rephrase.ts";
@@ -165,9 +166,13 @@ async function llmFacts(config: ResolvedConfig, store: RunStore): Promise<Record
     }
     if (stage === "audit") llmAudit = entry.details.audit;
   }
+  // The SAE flags against ground truth, beside the audit's: the two methods the arms compare.
+  const flag = flagStage.enabled(config) ? manifest.get("flag") : undefined;
+  const saeFlags = flag ? { rule: flag.details.rule, flagged: flag.counts.flagged, precision: flag.details.precision, recall: flag.details.recall } : undefined;
   return {
     ...(Object.keys(llmUsage).length > 0 ? { llm_usage: llmUsage } : {}),
     ...(llmAudit !== undefined ? { llm_audit: llmAudit } : {}),
+    ...(saeFlags !== undefined ? { sae_flags: saeFlags } : {}),
   };
 }
 
