@@ -55,7 +55,7 @@ async function execute(configPath: string, flags: RunFlags, until?: string): Pro
       force: flags.force,
       resend: flags.resend,
       progress,
-      log: flags.json ? () => {} : (line) => process.stderr.write(`${line}\n`),
+      log: flags.json ? () => {} : (line) => progress.log(line),
       onStage: (report) => stages.push(report),
     });
     process.stdout.write(flags.json ? `${JSON.stringify(summary, null, 2)}\n` : formatSummary(summary));
@@ -117,7 +117,7 @@ export function buildProgram(): Command {
       const progress = flags.json ? silentProgress : terminalProgress();
       let summary: EvalSummary;
       try {
-        summary = await runEval(config, { progress, log: (line) => process.stderr.write(`${line}\n`), rescore: flags.rescore ?? false }).catch(jsonOnFailure);
+        summary = await runEval(config, { progress, log: (line) => progress.log(line), rescore: flags.rescore ?? false }).catch(jsonOnFailure);
       } finally {
         progress.stop();
       }

@@ -9,13 +9,19 @@ export interface ProgressTask {
 
 export interface Progress {
   task(label: string, total?: number, unit?: string): ProgressTask;
+  /** A line for the user on stderr, above the bars while they are drawn (written into them it would garble both). */
+  log(line: string): void;
   stop(): void;
 }
 
 const silentTask: ProgressTask = { update() {}, percent() {}, finish() {} };
 
+const toStderr = (line: string) => {
+  process.stderr.write(`${line}\n`);
+};
+
 /** For tests and `--json`: nothing is drawn. */
-export const silentProgress: Progress = { task: () => silentTask, stop() {} };
+export const silentProgress: Progress = { task: () => silentTask, log: toStderr, stop() {} };
 
 /** Bars on stderr when it is a terminal; nothing otherwise (logs and CI stay clean). */
 export function terminalProgress(): Progress {
@@ -43,6 +49,12 @@ export function terminalProgress(): Progress {
           bar.stop();
         },
       };
+    },
+    log: (line) => {
+      // The bars buffer a logged line until they next redraw, and drop it when stopped: redraw now.
+      if (!multi.isActive) return toStderr(line);
+      multi.log(`${line}\n`);
+      multi.update();
     },
     stop: () => multi.stop(),
   };

@@ -121,6 +121,14 @@ describe("eval failures that must not pass as results", () => {
     expect(summary.warnings).toContainEqual(expect.stringMatching(/^judge judge: in \d+ answers scored 0-100 its first token never offered a number above 9; its tokenizer probably splits numbers into digits/));
   });
 
+  it("warns about answers cut at max_tokens, per model", async () => {
+    const models = await server({ finishReason: (b) => (b.model === "arm" ? "length" : "stop") });
+    const judge = await server({ logprobs: () => [{ token: "40", logprob: 0 }] });
+    const summary = await run(await evalConfig(models, judge, { max_tokens: 50 }));
+    expect(summary.warnings).toContain("arm: 12 of 12 answers were cut at max_tokens (50) and are judged on what came before the cut; raise max_tokens to judge them whole");
+    expect(summary.warnings.some((w) => w.startsWith("base: ") && w.includes("cut at max_tokens"))).toBe(false);
+  });
+
   it("refuses two traits of one name", async () => {
     const models = await server();
     await expect(

@@ -52,6 +52,8 @@ export interface LlmServerOptions {
   ignoresN?: boolean;
   /** Like servers without logprob support: `logprobs: null` even when asked for. */
   noLogprobs?: boolean;
+  /** A choice's finish_reason (default "stop"; "length" for an answer cut at max_tokens). */
+  finishReason?: (body: ChatRequestBody, info: RequestInfo) => string;
   fault?: (body: ChatRequestBody, info: { seen: number }) => Fault | undefined;
   /** When set, every request must carry `Authorization: Bearer <apiKey>` (else 401). */
   apiKey?: string;
@@ -175,7 +177,7 @@ export async function startLlmServer(options: LlmServerOptions = {}): Promise<Ll
         choices: texts.map((content, index) => ({
           index,
           message: { role: "assistant", content },
-          finish_reason: "stop",
+          finish_reason: opts.finishReason?.(body, { seen, index }) ?? "stop",
           logprobs: body.logprobs && !opts.noLogprobs ? { content: [firstToken(body, { seen, index }, content, opts)] } : null,
         })),
         usage: { prompt_tokens: inputTokens * n, completion_tokens: texts.reduce((s, t) => s + words(t), 0), total_tokens: 0 },

@@ -159,6 +159,7 @@ export async function runEval(config: EvalConfig, options: EvalOptions): Promise
       ...(complete.has(config.reference_model) || config.models.length === 1 ? [] : [`reference model ${config.reference_model} is incomplete: no differences`]),
       ...summaryWarnings(cells, checks, (trait) => unscoredReason(config, trait)),
       ...digitJudgeWarning(scores, config),
+      ...truncationWarnings(answers, config),
     ];
     await storeResults(store, cells, differences, checks);
     const report = join(config.runDir, "eval-report.html");
@@ -176,6 +177,20 @@ function unscoredReason(config: EvalConfig, trait: string): string {
   if (method === "all_caps") return "no letters to count";
   if (method === "yes_no") return `the judge put under ${share} of its mass on yes or no`;
   return `the judge put under ${share} of its mass on a number 0-100, and did not refuse`;
+}
+
+/** Answers cut at max_tokens are judged on their first part only, which can hide or invent the trait. */
+function truncationWarnings(answers: readonly AnswerRow[], config: EvalConfig): string[] {
+  const cut = new Map<string, { cut: number; all: number }>();
+  for (const a of answers) {
+    const m = cut.get(a.model) ?? { cut: 0, all: 0 };
+    m.all += 1;
+    if (a.finish_reason === "length") m.cut += 1;
+    cut.set(a.model, m);
+  }
+  return [...cut]
+    .filter(([, m]) => m.cut > 0)
+    .map(([model, m]) => `${model}: ${m.cut} of ${m.all} answers were cut at max_tokens (${config.max_tokens}) and are judged on what came before the cut; raise max_tokens to judge them whole`);
 }
 
 /** Judge answers read as 0-100 before a judge of 9 at most is suspected: a few could all be low by chance. */
