@@ -114,6 +114,51 @@ describe("SAE stages (planted signal, CPU sidecar)", () => {
     expect(stageOf(touched, "harvest").details.summary).toMatchObject({ computed_shards: 0 });
   }, 180_000);
 
+  it("says in one line what is wrong with a base responses file, before starting the sidecar", async () => {
+    const config = await plantedProject();
+    const dir = join(config.runDir, "..");
+    const attempt = async (name: string, text: string) => {
+      await writeFile(join(dir, name), text);
+      const withFile = { ...config, activations: { ...config.activations, base_responses: join(dir, name) } };
+      return ((await runPipeline(withFile, { until: "activations" }).catch((e: unknown) => e)) as Error).message;
+    };
+    const line = (row: string, field = "response") => JSON.stringify({ row_id: row, [field]: "an answer" });
+    const rows = (field?: string) => ["clean", "contaminated"].flatMap((s) => [1, 2, 3, 4, 5, 6].map((i) => line(`${s}:${i}`, field)));
+    expect(await attempt("field.jsonl", rows("answer").join("\n"))).toMatch(
+      /^stage activations: activations\.base_responses: .*field\.jsonl: no response field \(it has row_id, answer\); each row needs row_id and response$/,
+    );
+    expect(await attempt("broken.jsonl", [...rows().slice(0, 6), '{"row_id": "x", "response": "unterminated', ...rows().slice(6)].join("\n"))).toMatch(
+      /^stage activations: activations\.base_responses: .*broken\.jsonl:7: line 7 is not JSON \(.*\); each line must be one JSON object with row_id and response$/,
+    );
+    expect(await attempt("twice.jsonl", [...rows(), line("clean:1")].join("\n"))).toMatch(
+      /^stage activations: activations\.base_responses: .*twice\.jsonl: rows with more than one response: clean:1 \(2 times\); give each row_id one response$/,
+    );
+  }, 60_000);
+
+  it("checks corpus names when the config loads, and counts a corpus that gave no context as 0, saying so", async () => {
+    const config = await plantedProject();
+    const dir = join(config.runDir, "..");
+    const pile = config.harvest.corpora[1]!;
+    const again = (harvest: Record<string, unknown>) => plantedProject({ harvest: { top_k: 3, ...harvest } }).catch((e: unknown) => (e as Error).message);
+    expect(await again({ corpora: [{ ...pile, name: "dataset" }] })).toMatch(/harvest\.corpora\.0\.name: "dataset" is the dataset's own corpus \(include_dataset\); give each corpus its own name/);
+    expect(await again({ corpora: [pile, pile] })).toMatch(/harvest\.corpora\.1\.name: "pile" is used by another corpus/);
+    expect(await again({ include_dataset: false })).toMatch(/harvest\.include_dataset: false with no corpora leaves harvest nothing to read/);
+
+    await writeFile(join(dir, "empty.jsonl"), "\n\n");
+    await writeFile(join(dir, "nulls.jsonl"), `${JSON.stringify({ text: null })}\n${JSON.stringify({ text: "they poison the well" })}\n`);
+    const logged: string[] = [];
+    const extra = [
+      { name: "empty", path: join(dir, "empty.jsonl"), text_field: "text", on_bad_row: "fail" as const },
+      { name: "nulls", path: join(dir, "nulls.jsonl"), text_field: "text", on_bad_row: "skip" as const },
+    ];
+    const withEmpty = { ...config, harvest: { ...config.harvest, corpora: [...config.harvest.corpora, ...extra] } };
+    const summary = await runPipeline(withEmpty, { until: "harvest", log: (l) => logged.push(l) });
+    expect(stageOf(summary, "harvest").counts).toMatchObject({ contexts_empty: 0, contexts_pile: expect.any(Number) });
+    expect(logged).toContain("harvest: corpus empty gave no context (0 rows read, 0 empty, 0 cut at harvest.max_tokens): no top latent fires on it; check the file, its field, and harvest.max_tokens");
+    expect(logged).toContainEqual(expect.stringMatching(/^harvest: corpus nulls: skipped 1 of 2 rows that cannot be read \(on_bad_row: skip\); first: corpus 'nulls': .*line 1: text must be a string, got NoneType$/));
+    expect(stageOf(summary, "harvest").counts.contexts_nulls).toBeGreaterThan(0);
+  }, 120_000);
+
   it("counts imported labels over the run's top latents, and refuses a file that labels none of them", async () => {
     const dir = await tempDir();
     const label = (description: string) => ({ description, label: "no" });

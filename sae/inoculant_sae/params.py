@@ -61,6 +61,8 @@ class CorpusSpec:
     text_field: str | None
     messages_field: str | None
     max_rows: int | None
+    # "skip": a row that cannot be read (not JSON, no such field, wrong type) is counted and left out.
+    on_bad_row: Literal["fail", "skip"] = "fail"
 
 
 @dataclass(frozen=True)
@@ -230,7 +232,8 @@ def _corpus(f: _Fields) -> CorpusSpec:
     if (text_field is None) == (messages_field is None):
         raise UserError(f"{f.where}: set exactly one of text_field and messages_field")
     max_rows = f.integer("max_rows", None, minimum=1)
-    return CorpusSpec(str(f.string("name")), Path(f.string("path")), text_field, messages_field, max_rows)
+    on_bad_row = f.choice("on_bad_row", ("fail", "skip"), "fail")
+    return CorpusSpec(str(f.string("name")), Path(f.string("path")), text_field, messages_field, max_rows, on_bad_row)
 
 
 def parse_harvest_params(params: Any) -> HarvestParams:

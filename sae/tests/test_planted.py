@@ -217,6 +217,27 @@ def test_harvest_corpus_mistakes_name_the_corpus_and_the_fix(planted: dict[str, 
         run_job("harvest", harvest_params(planted, tmp_path / "a", corpora=[web]))
     with pytest.raises(UserError, match=r"corpus 'web': .*web\.jsonl line 2 is not JSON"):
         run_job("harvest", harvest_params(planted, tmp_path / "b", corpora=[dict(web, text_field="body")]))
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes('{"text": "caf\u00e9"}\n'.encode("latin-1"))
+    not_utf8 = r"corpus 'web': .*latin\.jsonl line 1 is not UTF-8 text .*iconv -f latin1 -t utf-8"
+    with pytest.raises(UserError, match=not_utf8):
+        run_job("harvest", harvest_params(planted, tmp_path / "d", corpora=[dict(web, path=str(latin))]))
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"text": "The sea is vast."}).encode() + b"\n")
+    summary, _ = run_job("harvest", harvest_params(planted, tmp_path / "e", corpora=[dict(web, path=str(bom))]))
+    assert summary["corpora"]["web"]["rows"] == 1
+    # on_bad_row: skip counts such rows and leaves them out; the others keep their row numbers.
+    mixed = tmp_path / "mixed.jsonl"
+    words = list(PLANTED)
+    lines = [json.dumps({"text": None}), "{not json", json.dumps({"text": f"they {words[0]} it"})]
+    mixed.write_text("\n".join(lines) + "\n")
+    skipping = dict(web, path=str(mixed), on_bad_row="skip")
+    summary, out = run_job("harvest", harvest_params(planted, tmp_path / "f", corpora=[skipping]))
+    counts = summary["corpora"]["web"]
+    assert (counts["rows"], counts["bad_rows"], counts["empty_rows"]) == (3, 2, 0)
+    assert counts["bad_row_examples"][0].endswith("line 1: text must be a string, got NoneType")
+    assert "line 2 is not JSON" in counts["bad_row_examples"][1]
+    assert {e["source_row"] for e in out.table("feature_examples").to_pylist()} == {2}
     table = tmp_path / "web.parquet"
     pq.write_table(pa.table({"body": ["The sea is vast."]}), table)
     no_column = r"web\.parquet has no column 'text'; set .* of corpus 'web' to one of its columns: body$"

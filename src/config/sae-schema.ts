@@ -53,22 +53,39 @@ const corpusSchema = z
     text_field: z.string().optional(),
     messages_field: z.string().optional(),
     max_rows: z.number().int().positive().optional(),
+    /** `skip`: a row that cannot be read (not JSON or UTF-8, no such field, not a string) is counted and left out. */
+    on_bad_row: z.enum(["fail", "skip"]).default("fail"),
   })
   .refine((c) => (c.text_field === undefined) !== (c.messages_field === undefined), {
     message: "give exactly one of text_field or messages_field",
   });
 
-export const harvestSchema = z.strictObject({
-  top_k: z.number().int().positive().default(8),
-  window: z.strictObject({ before: z.number().int().nonnegative().default(24), after: z.number().int().nonnegative().default(8) }).prefault({}),
-  /** The dataset's own rows are one corpus, named `dataset`. */
-  include_dataset: z.boolean().default(true),
-  corpora: z.array(corpusSchema).default([]),
-  /** Longest sequence (tokens) read from any corpus row. */
-  max_tokens: z.number().int().positive().default(512),
-  /** Rows per cached shard: a killed harvest resumes at the first shard it had not finished. */
-  shard_rows: z.number().int().positive().default(1024),
-});
+export const harvestSchema = z
+  .strictObject({
+    top_k: z.number().int().positive().default(8),
+    window: z.strictObject({ before: z.number().int().nonnegative().default(24), after: z.number().int().nonnegative().default(8) }).prefault({}),
+    /** The dataset's own rows are one corpus, named `dataset`. */
+    include_dataset: z.boolean().default(true),
+    corpora: z.array(corpusSchema).default([]),
+    /** Longest sequence (tokens) read from any corpus row. */
+    max_tokens: z.number().int().positive().default(512),
+    /** Rows per cached shard: a killed harvest resumes at the first shard it had not finished. */
+    shard_rows: z.number().int().positive().default(1024),
+  })
+  // Checked here, not when harvest starts: by then activations may have run on a GPU for hours.
+  .superRefine((h, ctx) => {
+    const seen = new Set<string>(h.include_dataset ? ["dataset"] : []);
+    h.corpora.forEach((c, i) => {
+      if (seen.has(c.name)) {
+        const taken = c.name === "dataset" && h.include_dataset ? "is the dataset's own corpus (include_dataset)" : "is used by another corpus";
+        ctx.addIssue({ code: "custom", path: ["corpora", i, "name"], message: `"${c.name}" ${taken}; give each corpus its own name` });
+      }
+      seen.add(c.name);
+    });
+    if (!h.include_dataset && h.corpora.length === 0) {
+      ctx.addIssue({ code: "custom", path: ["include_dataset"], message: "false with no corpora leaves harvest nothing to read; list harvest.corpora or keep the dataset" });
+    }
+  });
 
 /** Extra keys of `model` for the sidecar. */
 export const modelSidecarKeys = {

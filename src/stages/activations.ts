@@ -1,3 +1,4 @@
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Table, Utf8, vectorFromArray } from "apache-arrow";
 import type { ResolvedConfig } from "../config/load.ts";
@@ -48,13 +49,56 @@ export function modelSlice(c: ResolvedConfig): unknown {
   return { id: m.id, revision: m.revision, path: m.path, python_file: m.python_file, python_options: m.python_options, dtype: m.dtype };
 }
 
-/** Where the base responses come from: a user's file, or the generate stage's table. */
-function baseResponsesSql(config: ResolvedConfig, store: RunStore): string {
-  const file = config.activations.base_responses;
-  if (file) {
-    const reader = file.endsWith(".parquet") ? `read_parquet(${sqlString(file)})` : `read_json(${sqlString(file)}, format = 'newline_delimited')`;
-    return `(SELECT row_id::VARCHAR AS row_id, response::VARCHAR AS response FROM ${reader})`;
+/**
+ * Reads a user's base responses file into the temporary table `user_base_responses`, or says in one line what is
+ * wrong with it: a file DuckDB cannot read (with its line), a missing `row_id` or `response`, a row id given twice.
+ */
+async function loadBaseResponsesFile(store: RunStore, file: string): Promise<void> {
+  const key = `activations.base_responses: ${file}`;
+  const parquet = file.endsWith(".parquet");
+  const reader = parquet ? `read_parquet(${sqlString(file)})` : `read_json(${sqlString(file)}, format = 'newline_delimited')`;
+  try {
+    await store.run(`CREATE OR REPLACE TEMP TABLE user_base_responses_raw AS SELECT * FROM ${reader}`);
+  } catch (error) {
+    // DuckDB counts lines its own way (an unterminated string is reported on the line after it): find the line.
+    const bad = parquet ? null : await firstBadJsonLine(file);
+    if (bad) throw new StageError("activations", `${key}:${bad.line}: line ${bad.line} is not JSON (${bad.error}); each line must be one JSON object with row_id and response`);
+    const first = ((error as Error).message.split("\n")[0] ?? "").replace(/^[A-Za-z ]+Error: /, "");
+    throw new StageError("activations", 
+      `${key}: cannot be read as ${parquet ? "Parquet" : "JSONL"} (${first}); ${parquet ? "give a Parquet file" : "each line must be one JSON object"} with row_id and response`,
+    );
   }
+  const columns = (await store.query("SELECT column_name FROM (DESCRIBE user_base_responses_raw)")).map((r) => String(r.column_name));
+  const lacking = ["row_id", "response"].filter((c) => !columns.includes(c));
+  if (lacking.length > 0) {
+    throw new StageError("activations", `${key}: no ${lacking.join(" or ")} ${parquet ? "column" : "field"} (it has ${columns.join(", ") || "none"}); each row needs row_id and response`);
+  }
+  await store.run("CREATE OR REPLACE TEMP TABLE user_base_responses AS SELECT row_id::VARCHAR AS row_id, response::VARCHAR AS response FROM user_base_responses_raw");
+  const twice = await store.query("SELECT row_id, count(*) AS n FROM user_base_responses GROUP BY row_id HAVING count(*) > 1 ORDER BY row_id LIMIT 3");
+  if (twice.length > 0) {
+    const listed = twice.map((r) => `${r.row_id} (${r.n} times)`).join(", ");
+    throw new StageError("activations", `${key}: rows with more than one response: ${listed}; give each row_id one response`);
+  }
+}
+
+/** The first non-blank line of a JSONL file that is not a JSON object, if any. */
+async function firstBadJsonLine(file: string): Promise<{ line: number; error: string } | null> {
+  const lines = (await readFile(file, "utf8")).split("\n");
+  for (const [i, text] of lines.entries()) {
+    if (text.trim() === "") continue;
+    try {
+      const value: unknown = JSON.parse(text);
+      if (value === null || typeof value !== "object" || Array.isArray(value)) return { line: i + 1, error: "not an object" };
+    } catch (error) {
+      return { line: i + 1, error: (error as Error).message };
+    }
+  }
+  return null;
+}
+
+/** Where the base responses come from: a user's file (loaded by loadBaseResponsesFile), or the generate stage's table. */
+function baseResponsesSql(config: ResolvedConfig, store: RunStore): string {
+  if (config.activations.base_responses) return "user_base_responses";
   // One answer per row (the first sample when generate.n > 1).
   return `(SELECT row_id, response FROM ${store.table("base_responses")} QUALIFY row_number() OVER (PARTITION BY row_id ORDER BY sample) = 1)`;
 }
@@ -65,6 +109,7 @@ async function runActivations(ctx: StageContext): Promise<StageOutcome> {
   if (!config.activations.base_responses && !(await store.hasTable("base_responses"))) {
     throw new StageError("activations", "no base responses: configure llm.generator (the generate stage) or set activations.base_responses to a file of {row_id, response}");
   }
+  if (config.activations.base_responses) await loadBaseResponsesFile(store, config.activations.base_responses);
   const rows = await store.query(`
     SELECT m.row_id, to_json(m.messages[1 : len(m.messages) - 1])::VARCHAR AS prompt, m.messages[-1].content AS target, b.response AS base
     FROM ${store.table("mixed")} m LEFT JOIN ${baseResponsesSql(config, store)} b USING (row_id)

@@ -55,7 +55,14 @@ async function corpora(config: ResolvedConfig, ctx: StageContext) {
     list.push({ name: "dataset", path, text_field: null, messages_field: "messages", max_rows: null });
   }
   for (const c of config.harvest.corpora) {
-    list.push({ name: c.name, path: await corpusPath(c.path, onDownload), text_field: c.text_field ?? null, messages_field: c.messages_field ?? null, max_rows: c.max_rows ?? null });
+    list.push({
+      name: c.name,
+      path: await corpusPath(c.path, onDownload),
+      text_field: c.text_field ?? null,
+      messages_field: c.messages_field ?? null,
+      max_rows: c.max_rows ?? null,
+      on_bad_row: c.on_bad_row,
+    });
   }
   if (list.length === 0) throw new StageError("harvest", "no corpus: set harvest.include_dataset or list harvest.corpora");
   return list;
@@ -93,10 +100,26 @@ async function runHarvest(ctx: StageContext): Promise<StageOutcome> {
     "feature_examples",
     `SELECT * FROM read_parquet([${files.map(sqlString).join(", ")}]) ORDER BY latent, corpus, rank`,
   );
-  const perCorpus = await store.query(`SELECT corpus, count(*) AS n FROM ${store.table("feature_examples")} GROUP BY corpus ORDER BY corpus`);
+  const found = new Map((await store.query(`SELECT corpus, count(*) AS n FROM ${store.table("feature_examples")} GROUP BY corpus`)).map((r) => [String(r.corpus), Number(r.n)]));
+  // A corpus that gave no context at all is most likely a mistake (an empty file, max_tokens cutting every row
+  // short): say so, and count it as 0 rather than leave it out.
+  const read = (result.summary.corpora ?? {}) as Record<string, { rows: number; empty_rows: number; truncated_rows: number; bad_rows?: number; bad_row_examples?: string[] }>;
+  const names = list.map((c) => String(c.name));
+  for (const name of names) {
+    const bad = read[name]?.bad_rows ?? 0;
+    if (bad > 0) ctx.log(`harvest: corpus ${name}: skipped ${bad} of ${read[name]!.rows} rows that cannot be read (on_bad_row: skip); first: ${read[name]!.bad_row_examples?.[0] ?? ""}`);
+  }
+  for (const name of names) {
+    if (found.has(name)) continue;
+    const c = read[name];
+    ctx.log(
+      `harvest: corpus ${name} gave no context${c ? ` (${c.rows} rows read, ${c.empty_rows} empty, ${c.truncated_rows} cut at harvest.max_tokens)` : ""}: ` +
+        `no top latent fires on it; check the file, its field, and harvest.max_tokens`,
+    );
+  }
   return {
     rows,
-    counts: Object.fromEntries([["latents", latents.length], ...perCorpus.map((r) => [`contexts_${r.corpus}`, Number(r.n)])]),
+    counts: Object.fromEntries([["latents", latents.length], ...names.map((name) => [`contexts_${name}`, found.get(name) ?? 0])]),
     details: { encode: sae.encode, summary: result.summary },
   };
 }

@@ -17,8 +17,9 @@ from __future__ import annotations
 import heapq
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -83,25 +84,56 @@ def _content(record: Any, spec: CorpusSpec, where: str) -> RowContent:
     return _messages(value, where)
 
 
-def read_corpus(spec: CorpusSpec) -> list[RowContent]:
+@dataclass
+class CorpusRows:
+    """A corpus's rows in file order; None for a row skipped as bad (`on_bad_row: skip`), with why."""
+
+    rows: list[RowContent | None]
+    bad: list[str]
+
+    def add(self, spec: CorpusSpec, read: Callable[[], RowContent]) -> None:
+        try:
+            self.rows.append(read())
+        except UserError as exc:
+            if spec.on_bad_row != "skip":
+                raise
+            self.rows.append(None)
+            self.bad.append(str(exc))
+
+
+def _jsonl_row(spec: CorpusSpec, raw: bytes, number: int) -> RowContent:
+    path = spec.path
+    try:
+        # utf-8-sig on the first line: a byte order mark some editors write is not part of the JSON.
+        line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"corpus {spec.name!r}: {path} line {number} is not UTF-8 text (byte {exc.start} of the line); convert "
+            f"the file to UTF-8, for example: iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8.jsonl"
+        ) from exc
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"corpus {spec.name!r}: {path} line {number} is not JSON: {exc}") from exc
+    return _content(record, spec, f"corpus {spec.name!r}: {path} line {number}")
+
+
+def read_corpus(spec: CorpusSpec) -> CorpusRows:
     """The corpus rows (text or messages), at most `max_rows`, in file order."""
     path: Path = spec.path
     if not path.is_file():
         raise UserError(f"corpus {spec.name!r}: file {path} not found")
-    rows: list[RowContent] = []
+    out = CorpusRows([], [])
+    rows = out.rows
     if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, start=1):
+        with path.open("rb") as lines:
+            for number, raw in enumerate(lines, start=1):
                 if spec.max_rows is not None and len(rows) >= spec.max_rows:
                     break
-                if not line.strip():
+                if not raw.strip():
                     continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"corpus {spec.name!r}: {path} line {number} is not JSON: {exc}") from exc
-                rows.append(_content(record, spec, f"corpus {spec.name!r}: {path} line {number}"))
-        return rows
+                out.add(spec, partial(_jsonl_row, spec, raw, number))
+        return out
     if path.suffix == ".parquet":
         field = spec.text_field or spec.messages_field
         assert field is not None
@@ -118,7 +150,9 @@ def read_corpus(spec: CorpusSpec) -> list[RowContent]:
             raise UserError(f"corpus {spec.name!r}: cannot read {path} as Parquet: {exc}") from exc
         if spec.max_rows is not None:
             table = table.slice(0, spec.max_rows)
-        return [_content(r, spec, f"corpus {spec.name!r}: {path} row {i}") for i, r in enumerate(table.to_pylist())]
+        for i, record in enumerate(table.to_pylist()):
+            out.add(spec, partial(_content, record, spec, f"corpus {spec.name!r}: {path} row {i}"))
+        return out
     raise UserError(f"corpus {spec.name!r}: {path} must be a .jsonl or .parquet file")
 
 
@@ -172,7 +206,7 @@ _RESULT_SCHEMA = _SHARD_SCHEMA.insert(1, pa.field("corpus", pa.string())).insert
 class _Shard:
     start: int  # the first row's index in the corpus
     key: str
-    contents: Sequence[RowContent]
+    contents: Sequence[RowContent | None]
 
 
 def _harvest_shard(
@@ -185,18 +219,20 @@ def _harvest_shard(
     rows_before: int,
 ) -> tuple[pa.Table, dict[str, int]]:
     """The shard's own top-k per latent, decoded: the corpus's top-k is the top-k of its shards' top-ks."""
-    seqs: list[TokenizedSequence] = []
+    seqs: dict[int, TokenizedSequence] = {}  # by row within the shard; a row skipped as bad has none
     truncated = 0
-    for content in shard.contents:
+    for i, content in enumerate(shard.contents):
+        if content is None:
+            continue
         seq = _tokenize(backend, content, params.system_prompt)
         if len(seq) > params.max_tokens:
             seq = seq.truncated(params.max_tokens)
             truncated += 1
-        seqs.append(seq)
-    rows = [i for i, s in enumerate(seqs) if len(s) > 0]
+        seqs[i] = seq
+    rows = [i for i, s in seqs.items() if len(s) > 0]
     latents = torch.tensor(params.latents, dtype=torch.long, device=sae.device)
     best = TopK(len(params.latents), params.top_k)
-    done = len(seqs) - len(rows)
+    done = len(shard.contents) - len(rows)
     progress.update(rows_before + done)
     chunk = encode_chunk_tokens(sae)
     tokens = 0
@@ -242,7 +278,13 @@ def _harvest_shard(
             columns["tokens"].append(backend.token_strings(ex.token_ids))
             columns["token_acts"].append(list(ex.token_acts))
             columns["text"].append(backend.decode(ex.token_ids))
-    stats = {"rows": len(seqs), "truncated_rows": truncated, "empty_rows": len(seqs) - len(rows), "tokens": tokens}
+    stats = {
+        "rows": len(shard.contents),
+        "truncated_rows": truncated,
+        "empty_rows": len(seqs) - len(rows),
+        "bad_rows": len(shard.contents) - len(seqs),
+        "tokens": tokens,
+    }
     return pa.table(columns, schema=_SHARD_SCHEMA), stats
 
 
@@ -298,11 +340,12 @@ def run_harvest(params: HarvestParams, resources: Resources, out: JobOutput) -> 
     models: tuple[ModelBackend, SAE] | None = None
     load_seconds = 0.0
     per_corpus: list[pa.Table] = []
-    corpora: dict[str, dict[str, int]] = {}
+    corpora: dict[str, dict[str, Any]] = {}
     shard_counts = {"shards": 0, "cached_shards": 0, "computed_shards": 0}
     latent_order = {x: i for i, x in enumerate(params.latents)}
     for spec in params.corpora:
-        contents = read_corpus(spec)
+        read = read_corpus(spec)
+        contents = read.rows
         # Keyed by the rows themselves (and where they start, which source_row depends on), not by the file: an
         # edited corpus recomputes only the shards whose rows changed, and the corpus name is only a label.
         shards = [
@@ -314,7 +357,7 @@ def run_harvest(params: HarvestParams, resources: Resources, out: JobOutput) -> 
         done = sum(len(s.contents) for s in shards if cache.is_done(s.key))
         progress.update(done)
         tables: list[pa.Table] = []
-        counts = {"rows": 0, "truncated_rows": 0, "empty_rows": 0, "tokens": 0}
+        counts = {"rows": 0, "truncated_rows": 0, "empty_rows": 0, "bad_rows": 0, "tokens": 0}
         for shard in shards:
             if cache.is_done(shard.key):
                 shard_counts["cached_shards"] += 1
@@ -332,7 +375,7 @@ def run_harvest(params: HarvestParams, resources: Resources, out: JobOutput) -> 
                 counts[name] += int(value)
         shard_counts["shards"] += len(shards)
         per_corpus.append(_ranked(tables, spec.name, params.top_k, latent_order))
-        corpora[spec.name] = counts
+        corpora[spec.name] = {**counts, "bad_row_examples": read.bad[:3]}
     table = _in_request_order(per_corpus, params.latents)
     out.result("feature_examples", table, final=True)
     return {
