@@ -74,7 +74,7 @@ describe("eval failures that must not pass as results", () => {
       judge: testRole(judge, { model: "judge", api_key_env: "INOCULANT_TEST_JUDGE_KEY" }),
     });
     await expect(run(withKeys)).rejects.toThrow(
-      /^models\.1 \(arm\)\.api_key_env: the environment variable INOCULANT_TEST_ARM_KEY is not set\njudge\.api_key_env: the environment variable INOCULANT_TEST_JUDGE_KEY is not set\nexport INOCULANT_TEST_ARM_KEY=<your key> INOCULANT_TEST_JUDGE_KEY=<your key> .*nothing was sent$/,
+      /^models\.1 \(arm\)\.api_key_env: the environment variable INOCULANT_TEST_ARM_KEY is not set; judge\.api_key_env: the environment variable INOCULANT_TEST_JUDGE_KEY is not set; export INOCULANT_TEST_ARM_KEY=<your key> INOCULANT_TEST_JUDGE_KEY=<your key> .*; nothing was sent$/,
     );
     expect(models.stats.requests + judge.stats.requests).toBe(0);
 

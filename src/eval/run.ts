@@ -3,6 +3,7 @@ import { join } from "node:path";
 import type { LlmRoleName } from "../config/llm-schema.ts";
 import { StageError, UserError } from "../errors.ts";
 import { PROMPTS_DIR } from "../llm/prompts.ts";
+import { missingKeys } from "../llm/endpoint.ts";
 import { LlmSession, type LlmItem } from "../llm/session.ts";
 import type { ChatMessage, LlmAnswer, Parsed, TokenLogprob } from "../llm/types.ts";
 import { fillTempTable } from "../llm/temp-table.ts";
@@ -227,12 +228,8 @@ function checkEvalKeys(config: EvalConfig, env: NodeJS.ProcessEnv = process.env)
     ...config.models.map((m, i) => ({ key: `models.${i} (${m.name}).api_key_env`, variable: m.api_key_env })),
     ...(needsJudge(config) ? [{ key: "judge.api_key_env", variable: config.judge.api_key_env }] : []),
   ];
-  const missing = roles.filter((r) => r.variable !== undefined && !env[r.variable]);
-  if (missing.length === 0) return;
-  throw new UserError(
-    missing.map((r) => `${r.key}: the environment variable ${r.variable} is not set`).join("\n") +
-      `\nexport ${[...new Set(missing.map((r) => r.variable))].map((v) => `${v}=<your key>`).join(" ")} (keys never go in the config); nothing was sent`,
-  );
+  const missing = roles.flatMap((r) => (r.variable !== undefined && !env[r.variable] ? [{ key: r.key, variable: r.variable }] : []));
+  if (missing.length > 0) throw new UserError(`${missingKeys(missing)}; nothing was sent`);
 }
 
 async function evalModel(

@@ -131,13 +131,15 @@ export class LlmEndpoint {
 function roleKey(role: LlmRoleName, config: LlmRoleConfig, env: NodeJS.ProcessEnv): string | null {
   if (config.api_key_env === undefined) return null;
   const key = env[config.api_key_env];
-  if (!key) {
-    throw new UserError(
-      `llm.${role}.api_key_env: the environment variable ${config.api_key_env} is not set; ` +
-        `export ${config.api_key_env}=<your key> (the key never goes in the config)`,
-    );
-  }
+  if (!key) throw new UserError(missingKeys([{ key: `llm.${role}.api_key_env`, variable: config.api_key_env }]));
   return key;
+}
+
+/** The error for keys whose environment variables are not set, each named by the config key that asks for it. */
+export function missingKeys(missing: readonly { key: string; variable: string }[]): string {
+  const lines = missing.map((m) => `${m.key}: the environment variable ${m.variable} is not set`);
+  const exports = [...new Set(missing.map((m) => `${m.variable}=<your key>`))].join(" ");
+  return `${lines.join("; ")}; export ${exports} (keys never go in the config)`;
 }
 
 /** A short description of why a request failed, by error class. */

@@ -143,12 +143,12 @@ export class LlmSession {
     const keyed = this.cacheModel(endpoint);
     const model = endpoint.config.model;
     const firstKeys = items.map((item) => requestKey(keyed, item.request));
-    const stored = await this.cache.getMany([...new Set(firstKeys)]);
+    const stored = this.ctx.resendLlm ? new Map<string, LlmAnswer>() : await this.cache.getMany([...new Set(firstKeys)]);
     const inFlight = new Map<string, Promise<LlmAnswer>>();
 
     // First tries' keys were looked up in one query above; a re-ask's key is looked up on its own.
     const answer = async (key: string, request: LlmRequest, attempt: number): Promise<LlmAnswer> => {
-      const hit = this.ctx.resendLlm ? undefined : (stored.get(key) ?? (attempt > 0 ? await this.cache.get(key) : undefined));
+      const hit = stored.get(key) ?? (attempt > 0 && !this.ctx.resendLlm ? await this.cache.get(key) : undefined);
       if (hit) {
         meter.answered(key, hit.usage, false);
         return hit;

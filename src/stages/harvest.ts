@@ -68,6 +68,28 @@ async function corpora(config: ResolvedConfig, ctx: StageContext) {
   return list;
 }
 
+/** What the sidecar counted for one corpus (PROTOCOL.md). */
+interface CorpusCounts {
+  rows: number;
+  empty_rows: number;
+  truncated_rows: number;
+  bad_rows?: number;
+  bad_row_examples?: string[];
+}
+
+/**
+ * Says what a user should look at: rows skipped as unreadable, and a corpus that gave no context at all, most
+ * likely a mistake (an empty file, max_tokens cutting every row short), rather than leave it out of the counts.
+ */
+function logCorpus(ctx: StageContext, name: string, c: CorpusCounts | undefined, contexts: number): void {
+  if (c?.bad_rows) ctx.log(`harvest: corpus ${name}: skipped ${c.bad_rows} of ${c.rows} rows that cannot be read (on_bad_row: skip); first: ${c.bad_row_examples?.[0] ?? ""}`);
+  if (contexts > 0) return;
+  ctx.log(
+    `harvest: corpus ${name} gave no context${c ? ` (${c.rows} rows read, ${c.empty_rows} empty, ${c.truncated_rows} cut at harvest.max_tokens)` : ""}: ` +
+      `no top latent fires on it; check the file, its field, and harvest.max_tokens`,
+  );
+}
+
 async function runHarvest(ctx: StageContext): Promise<StageOutcome> {
   const { config, store } = ctx;
   const sae = config.sae!;
@@ -101,22 +123,9 @@ async function runHarvest(ctx: StageContext): Promise<StageOutcome> {
     `SELECT * FROM read_parquet([${files.map(sqlString).join(", ")}]) ORDER BY latent, corpus, rank`,
   );
   const found = new Map((await store.query(`SELECT corpus, count(*) AS n FROM ${store.table("feature_examples")} GROUP BY corpus`)).map((r) => [String(r.corpus), Number(r.n)]));
-  // A corpus that gave no context at all is most likely a mistake (an empty file, max_tokens cutting every row
-  // short): say so, and count it as 0 rather than leave it out.
-  const read = (result.summary.corpora ?? {}) as Record<string, { rows: number; empty_rows: number; truncated_rows: number; bad_rows?: number; bad_row_examples?: string[] }>;
+  const read = (result.summary.corpora ?? {}) as Record<string, CorpusCounts | undefined>;
   const names = list.map((c) => String(c.name));
-  for (const name of names) {
-    const bad = read[name]?.bad_rows ?? 0;
-    if (bad > 0) ctx.log(`harvest: corpus ${name}: skipped ${bad} of ${read[name]!.rows} rows that cannot be read (on_bad_row: skip); first: ${read[name]!.bad_row_examples?.[0] ?? ""}`);
-  }
-  for (const name of names) {
-    if (found.has(name)) continue;
-    const c = read[name];
-    ctx.log(
-      `harvest: corpus ${name} gave no context${c ? ` (${c.rows} rows read, ${c.empty_rows} empty, ${c.truncated_rows} cut at harvest.max_tokens)` : ""}: ` +
-        `no top latent fires on it; check the file, its field, and harvest.max_tokens`,
-    );
-  }
+  for (const name of names) logCorpus(ctx, name, read[name], found.get(name) ?? 0);
   return {
     rows,
     counts: Object.fromEntries([["latents", latents.length], ...names.map((name) => [`contexts_${name}`, found.get(name) ?? 0])]),
