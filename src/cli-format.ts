@@ -28,7 +28,10 @@ export function formatSummary(summary: PipelineSummary): string {
 export function formatStatus(lines: StageStatusLine[]): string {
   const rows = [["stage", "status", "rows", "time", "counts"]];
   for (const l of lines) {
-    rows.push([l.stage, l.status, l.rows === null ? "-" : String(l.rows), seconds(l.seconds), l.error ? `error: ${l.error.split("\n")[0]}` : formatCounts(l.counts)]);
+    const upstream = l.stale_after ? lines.find((x) => x.stage === l.stale_after)?.status : undefined;
+    const why = upstream === "done" ? "has run since" : upstream === "running" ? "is running" : "did not finish";
+    const status = l.stale_after ? `done, stale (${l.stale_after} ${why})` : l.status;
+    rows.push([l.stage, status, l.rows === null ? "-" : String(l.rows), seconds(l.seconds), l.error ? `error: ${l.error.split("\n")[0]}` : formatCounts(l.counts)]);
   }
   return table(rows) + detailLines(lines);
 }

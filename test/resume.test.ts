@@ -1,6 +1,7 @@
 import { rm, utimes } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { formatStatus } from "../src/cli-format.ts";
 import { runPipeline, runStatus } from "../src/pipeline/runner.ts";
 import { pairConfig, snapshotFiles, tempDir } from "./helpers.ts";
 
@@ -32,6 +33,20 @@ describe("resume", () => {
     expect(statuses(await runPipeline(newMix))).toEqual({ ingest: "skipped", mix: "ran", export: "ran", report: "ran" });
     const newSeed = { ...newMix, seed: 99 };
     expect(statuses(await runPipeline(newSeed))).toEqual({ ingest: "skipped", mix: "ran", export: "ran", report: "ran" });
+  });
+
+  it("status marks a finished stage stale when a stage it reads from has run again since", async () => {
+    const config = await pairConfig(await tempDir());
+    await runPipeline(config);
+    expect((await runStatus(config.runDir)).every((l) => l.stale_after === null)).toBe(true);
+    await runPipeline({ ...config, mix: { ...config.mix, rows: 10 } }, { until: "mix" });
+    const lines = await runStatus(config.runDir);
+    const stale = Object.fromEntries(lines.filter((l) => l.status === "done").map((l) => [l.stage, l.stale_after]));
+    expect(stale).toEqual({ ingest: null, mix: null, export: "mix", report: "mix" });
+    expect(formatStatus(lines)).toMatch(/export\s+done, stale \(mix has run since\)/);
+    // Running on brings them up to date.
+    await runPipeline({ ...config, mix: { ...config.mix, rows: 10 } });
+    expect((await runStatus(config.runDir)).every((l) => l.stale_after === null)).toBe(true);
   });
 
   it("reruns ingest when a source file changes, and --force reruns a stage by hand", async () => {

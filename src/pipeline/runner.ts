@@ -183,6 +183,41 @@ export interface StageStatusLine {
   counts: Record<string, number>;
   details: Record<string, unknown>;
   error: string | null;
+  /**
+   * For a `done` stage: an earlier stage it reads from that has run again since, or did not finish its last run
+   * (named here), so this stage's outputs may not match it; the next run redoes it if so. Null otherwise.
+   */
+  stale_after: string | null;
+}
+
+/** The stages a stage reads from, directly or through others. */
+function upstreamOf(name: string, byName: ReadonlyMap<string, Stage>): Set<string> {
+  const found = new Set<string>();
+  const visit = (n: string) => {
+    for (const dep of byName.get(n)?.after ?? []) {
+      if (!found.has(dep)) {
+        found.add(dep);
+        visit(dep);
+      }
+    }
+  };
+  visit(name);
+  return found;
+}
+
+/** The first upstream stage of a done `line` that ran again after it or did not finish its last run, if any. */
+function staleAfter(line: StageStatusLine, lines: readonly StageStatusLine[], finished: ReadonlyMap<string, string | null>): string | null {
+  if (line.status !== "done") return null;
+  const byName = new Map(STAGES.map((s) => [s.name, s]));
+  const upstream = upstreamOf(line.stage, byName);
+  const mine = finished.get(line.stage) ?? null;
+  for (const other of lines) {
+    if (!upstream.has(other.stage)) continue;
+    if (other.status === "failed" || other.status === "interrupted" || other.status === "running") return other.stage;
+    const theirs = finished.get(other.stage) ?? null;
+    if (other.status === "done" && mine !== null && theirs !== null && theirs > mine) return other.stage;
+  }
+  return null;
 }
 
 /** What `inoculant status RUN_DIR` shows: each known stage and what its last run left. */
@@ -233,8 +268,10 @@ function statusLines<E extends ManifestEntry>(
       counts: e?.counts ?? {},
       details: e?.details ?? {},
       error: e?.error ?? null,
+      stale_after: null,
       ...(e?.status === "running" ? running(e) : {}),
     });
   }
-  return lines;
+  const finished = new Map([...manifest.values()].map((e) => [e.stage, e.finished_at]));
+  return lines.map((l) => ({ ...l, stale_after: staleAfter(l, lines, finished) }));
 }
