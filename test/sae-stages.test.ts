@@ -92,6 +92,9 @@ describe("SAE stages (planted signal, CPU sidecar)", () => {
     }
     const status = await runStatus(config.runDir);
     expect(status.find((s) => s.stage === "activations")?.details).toMatchObject({ encode: "threshold" });
+    // The result batches were copies of the tables: gone once the tables are written.
+    expect(existsSync(join(config.runDir, "shards", "activations"))).toBe(false);
+    expect(existsSync(join(config.runDir, "shards", "harvest"))).toBe(false);
 
     // Nothing changed: no sidecar is started, nothing is recomputed.
     const again = await runPipeline(config, { until: "harvest" });

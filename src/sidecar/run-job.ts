@@ -20,6 +20,8 @@ export interface SidecarJobResult {
   /** Shard files written per result name, in arrival order. */
   shards: Record<string, string[]>;
   hello: Record<string, unknown>;
+  /** Removes the shard files, once the stage has written its tables from them (they would only be copies). */
+  discard(): Promise<void>;
 }
 
 const writerProperties = () => new parquet.WriterPropertiesBuilder().setCompression(parquet.Compression.ZSTD).build();
@@ -55,7 +57,7 @@ export async function runSidecarJob(ctx: StageContext, spec: SidecarJob): Promis
       },
     });
     for (const bar of bars.values()) bar.finish();
-    return { summary, shards, hello: client.hello ?? {} };
+    return { summary, shards, hello: client.hello ?? {}, discard: () => rm(spec.shardDir, { recursive: true, force: true }) };
   } finally {
     await client.close().catch(() => client.kill());
   }

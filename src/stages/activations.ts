@@ -154,6 +154,7 @@ async function runActivations(ctx: StageContext): Promise<StageOutcome> {
   const exampleRows = await store.writeTable("example_features", `SELECT * FROM ${shards("example_features")} ORDER BY row_id, latent`);
   await store.writeTable("row_top", `SELECT * FROM ${shards("row_top")} ORDER BY row_id, rank`);
   await store.writeTable("activation_tokens", `SELECT * FROM ${shards("tokens")} ORDER BY row_id`);
+  await result.discard();
   return {
     rows: features,
     counts: { rows: rows.length, features, example_features: exampleRows },

@@ -122,6 +122,7 @@ async function runHarvest(ctx: StageContext): Promise<StageOutcome> {
     "feature_examples",
     `SELECT * FROM read_parquet([${files.map(sqlString).join(", ")}]) ORDER BY latent, corpus, rank`,
   );
+  await result.discard();
   const found = new Map((await store.query(`SELECT corpus, count(*) AS n FROM ${store.table("feature_examples")} GROUP BY corpus`)).map((r) => [String(r.corpus), Number(r.n)]));
   const read = (result.summary.corpora ?? {}) as Record<string, CorpusCounts | undefined>;
   const names = list.map((c) => String(c.name));
