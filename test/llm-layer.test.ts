@@ -136,6 +136,8 @@ describe("concurrency and the cache", () => {
     const s = await server({ latencyMs: 15 });
     const { llm } = await session(s, { concurrency: 5 });
     await llm.batch("judge", textItems(40));
+    // The answers are stored in the background: let them land before the store closes.
+    await llm.checkpoint(40);
     expect(s.stats.maxInFlight).toBe(5);
     expect(s.stats.requests).toBe(40);
   });
@@ -164,6 +166,7 @@ describe("concurrency and the cache", () => {
     const base = request(1);
     const variants: LlmRequest[] = [base, { ...base, temperature: 0.5 }, { ...base, max_tokens: 51 }, { ...base, seed: 3 }, { ...base, n: 2 }];
     await llm.batch("judge", variants.map((r, i) => ({ id: String(i), request: r, parse: (a) => ({ ok: true, value: a.texts }) })));
+    await llm.checkpoint(variants.length);
     expect(s.stats.requests).toBe(variants.length);
   });
 });
@@ -215,6 +218,8 @@ describe("structured answers", () => {
 
     // The same request resampled gets the same answer from this judge: the default re-ask would not help.
     const resampled = await llm.batch("judge", [verdict(0)]);
+    // Its answers are written in the background: wait for them before the store closes.
+    await llm.checkpoint(1);
     expect(resampled.get("row 0")).toMatchObject({ status: "unparsed" });
 
     // Every re-ask was stored under its own conversation: a rerun sends nothing.
