@@ -206,9 +206,13 @@ function upstreamOf(name: string, byName: ReadonlyMap<string, Stage>): Set<strin
 }
 
 /** The first upstream stage of a done `line` that ran again after it or did not finish its last run, if any. */
-function staleAfter(line: StageStatusLine, lines: readonly StageStatusLine[], finished: ReadonlyMap<string, string | null>): string | null {
+function staleAfter(
+  line: StageStatusLine,
+  lines: readonly StageStatusLine[],
+  finished: ReadonlyMap<string, string | null>,
+  byName: ReadonlyMap<string, Stage>,
+): string | null {
   if (line.status !== "done") return null;
-  const byName = new Map(STAGES.map((s) => [s.name, s]));
   const upstream = upstreamOf(line.stage, byName);
   const mine = finished.get(line.stage) ?? null;
   for (const other of lines) {
@@ -273,5 +277,6 @@ function statusLines<E extends ManifestEntry>(
     });
   }
   const finished = new Map([...manifest.values()].map((e) => [e.stage, e.finished_at]));
-  return lines.map((l) => ({ ...l, stale_after: staleAfter(l, lines, finished) }));
+  const byName = new Map(STAGES.map((s) => [s.name, s]));
+  return lines.map((l) => ({ ...l, stale_after: staleAfter(l, lines, finished, byName) }));
 }
