@@ -3,6 +3,7 @@ import { Command, CommanderError, Option } from "commander";
 import { loadConfig } from "./config/load.ts";
 import { isUserError, UserError } from "./errors.ts";
 import { diagnoseEndpoints, diagnosisOk, formatDiagnosis } from "./llm/doctor.ts";
+import { cleanRun } from "./pipeline/clean.ts";
 import { runPipeline, runStatus, type PipelineSummary, type StageReport } from "./pipeline/runner.ts";
 import { STAGES } from "./pipeline/stages.ts";
 import { silentProgress, terminalProgress } from "./progress.ts";
@@ -89,6 +90,17 @@ export function buildProgram(): Command {
       .description(stage.description)
       .action((config: string, flags: RunFlags) => execute(config, flags, stage.name));
   }
+
+  program
+    .command("clean")
+    .argument("<run-dir>", "a run directory")
+    .option("--json", "print JSON")
+    .description("remove the sidecar's cached shards of earlier configs (the last run's, the tables, exports and LLM answers stay)")
+    .action(async (runDir: string, flags: { json?: boolean }) => {
+      const result = await cleanRun(runDir);
+      const mb = (result.removedBytes / 1e6).toFixed(1);
+      process.stdout.write(flags.json ? `${JSON.stringify(result, null, 2)}\n` : `removed ${result.removedFiles} cached files (${mb} MB) that the last run did not use\n`);
+    });
 
   program
     .command("status")

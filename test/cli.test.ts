@@ -67,6 +67,9 @@ describe("CLI", () => {
     const notRun = cli(["status", join(dir, "no-such-run")], dir);
     expect(notRun.code).toBe(1);
     expect(notRun.stderr).toMatch(/is not a run directory/);
+    const notRunClean = cli(["clean", join(dir, "no-such-run")], dir);
+    expect(notRunClean.code).toBe(1);
+    expect(notRunClean.stderr).toMatch(/^inoculant: .*no-such-run is not a run directory \(no run\.duckdb\)\n$/);
   });
 
   it("refuses a stage the config does not enable, or a --force past the last stage, naming the fix", async () => {

@@ -4,6 +4,7 @@ import { utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { resolveConfig, userConfig, type ResolvedConfig } from "../src/config/load.ts";
+import { cleanRun } from "../src/pipeline/clean.ts";
 import { runPipeline, runStatus } from "../src/pipeline/runner.ts";
 import { REPO, readParquet, tempDir, writeJsonl } from "./helpers.ts";
 import { PLANTED, PLANTED_SYSTEM_PROMPT, writePlantedFixture, writePlantedSources } from "./planted.ts";
@@ -115,6 +116,20 @@ describe("SAE stages (planted signal, CPU sidecar)", () => {
     // Touched, not changed: the sidecar's caches key on the files' content, so neither stage runs the model again.
     expect(stageOf(touched, "activations").details.summary).toMatchObject({ computed_shards: 0 });
     expect(stageOf(touched, "harvest").details.summary).toMatchObject({ computed_shards: 0 });
+
+    // `clean` removes the harvest shards of the first latent set, and keeps the ones the last run used.
+    const harvestCache = join(config.runDir, "cache", "harvest");
+    const key = (stageOf(touched, "harvest").details.summary as { cache_key: string }).cache_key;
+    const before = readdirSync(harvestCache);
+    expect(before.some((f) => !f.startsWith(`harvest-${key}`))).toBe(true);
+    const cleaned = await cleanRun(config.runDir);
+    expect(cleaned.removedFiles).toBe(before.filter((f) => !f.startsWith(`harvest-${key}`)).length);
+    expect(readdirSync(harvestCache).every((f) => f.startsWith(`harvest-${key}`))).toBe(true);
+    expect(cleaned.kept.activations).toBe((stageOf(touched, "activations").details.summary as { cache_key: string }).cache_key);
+    const forced = await runPipeline(moreLatents, { until: "harvest", force: "activations" });
+    expect(stageOf(forced, "activations").details.summary).toMatchObject({ computed_shards: 0 });
+    expect(stageOf(forced, "harvest").details.summary).toMatchObject({ computed_shards: 0 });
+    expect((await cleanRun(config.runDir)).removedFiles).toBe(0);
   }, 180_000);
 
   it("says in one line what is wrong with a base responses file, before starting the sidecar", async () => {
