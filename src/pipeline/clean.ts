@@ -27,12 +27,7 @@ export async function cleanRun(runDir: string): Promise<CleanResult> {
   if (!(await RunStore.existsAt(runDir))) throw new UserError(`${runDir} is not a run directory (no run.duckdb)`);
   // Opening the catalog also tells a run in progress apart: its caches are in use.
   const store = await RunStore.open(runDir);
-  let manifest;
-  try {
-    manifest = await store.readManifest();
-  } finally {
-    store.close();
-  }
+  const manifest = await store.readManifest().finally(() => store.close());
   const result: CleanResult = { removedFiles: 0, removedBytes: 0, kept: {} };
   for (const cache of CACHES) {
     const entry = manifest.get(cache.stage);
