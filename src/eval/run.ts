@@ -11,6 +11,7 @@ import type { Progress } from "../progress.ts";
 import { costUsd, type RoleUsage } from "../llm/usage.ts";
 import { RunStore, runningEntry } from "../store/run-store.ts";
 import { hashValue } from "../util/hash.ts";
+import { plural } from "../util/plural.ts";
 import { CHECK_PROMPTS, type EvalConfig, type EvalModel, type EvalTrait } from "./config.ts";
 import { allCapsScore, largestNumberToken, weightedScore, yesNoScore, type JudgeScore } from "./judge-score.ts";
 import { writeEvalReport } from "./report.ts";
@@ -72,6 +73,8 @@ interface ScoreRow {
   score: number | null;
   /** The judge's raw top logprobs (JSON), so another scoring rule needs no new judge call. */
   logprobs: string | null;
+  /** For a 0-100 judge: the largest number among its first-token candidates (see `largestNumberToken`); not stored. */
+  largest_number: number | null;
 }
 
 /** Fills `{question}` and `{answer}` in one pass, so an answer that contains "{question}" stays as written. */
@@ -199,16 +202,9 @@ const DIGIT_JUDGE_MIN_ANSWERS = 20;
 
 /** A warning when the judge's first token never offered a number above 9 (see `largestNumberToken`). */
 function digitJudgeWarning(scores: readonly ScoreRow[], config: EvalConfig): string[] {
-  const methods = new Map(config.traits.map((t) => [t.name, t.method]));
-  let answers = 0;
-  let largest = -1;
-  for (const s of scores) {
-    if (s.logprobs === null || (s.judge === "trait" && methods.get(s.trait) === "yes_no")) continue;
-    const top = largestNumberToken(JSON.parse(s.logprobs) as TokenLogprob[]);
-    if (top === null) continue;
-    answers += 1;
-    largest = Math.max(largest, top);
-  }
+  const numbers = scores.flatMap((s) => (s.largest_number === null ? [] : [s.largest_number]));
+  const answers = numbers.length;
+  const largest = numbers.reduce((a, b) => Math.max(a, b), -1);
   if (answers < DIGIT_JUDGE_MIN_ANSWERS || largest > 9) return [];
   return [
     `judge ${config.judge.model}: in ${answers} answers scored 0-100 its first token never offered a number above 9; its tokenizer ` +
@@ -346,8 +342,9 @@ async function evalModel(
   for (const item of judgeItems) {
     const outcome = judged.get(item.id);
     if (outcome?.status !== "ok") continue;
-    const rule = item.judge === "trait" && methods.get(item.row.trait) === "yes_no" ? yesNoScore : weightedScore;
-    scores.push(scoreRow(item.row, item.judge, config.judge.model, rule(outcome.value, config.min_number_mass), JSON.stringify(outcome.value)));
+    const yesNo = item.judge === "trait" && methods.get(item.row.trait) === "yes_no";
+    const result = (yesNo ? yesNoScore : weightedScore)(outcome.value, config.min_number_mass);
+    scores.push(scoreRow(item.row, item.judge, config.judge.model, result, JSON.stringify(outcome.value), yesNo ? null : largestNumberToken(outcome.value)));
   }
   const outcome: ModelOutcome = { model: name, status: error ? "failed" : "done", requests, failed, error, usage: session.usage() };
   return { answers, scores, outcome };
@@ -366,9 +363,8 @@ function judgeCostLine(unsent: readonly string[], total: number, config: EvalCon
   return `${plural(unsent.length, "judge request")} to send, about ${input.toLocaleString("en")} input tokens${price} (of ${total}; ${stored} stored or repeated)`;
 }
 
-const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
-function scoreRow(row: AnswerRow, judge: JudgeKind, judgeModel: string, result: JudgeScore, logprobs: string | null): ScoreRow {
+function scoreRow(row: AnswerRow, judge: JudgeKind, judgeModel: string, result: JudgeScore, logprobs: string | null, largestNumber: number | null = null): ScoreRow {
   return {
     model: row.model,
     prompt: row.prompt,
@@ -380,6 +376,7 @@ function scoreRow(row: AnswerRow, judge: JudgeKind, judgeModel: string, result: 
     status: result.status,
     score: result.status === "scored" ? result.score : null,
     logprobs,
+    largest_number: largestNumber,
   };
 }
 

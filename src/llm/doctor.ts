@@ -3,6 +3,7 @@ import { LLM_ROLE_NAMES, type LlmRoleName } from "../config/llm-schema.ts";
 import type { ResolvedConfig } from "../config/load.ts";
 import { isUserError } from "../errors.ts";
 import { describeError, LlmEndpoint } from "./endpoint.ts";
+import { plural } from "../util/plural.ts";
 
 const DOCTOR_TIMEOUT_S = 10;
 
@@ -60,7 +61,7 @@ export async function diagnoseEndpoints(config: ResolvedConfig, env: NodeJS.Proc
     let models: string[];
     try {
       models = await endpoint.listModels();
-      checks.push({ check: "reachable", ok: true, message: `${rc.base_url} answers (${models.length} model${models.length === 1 ? "" : "s"})` });
+      checks.push({ check: "reachable", ok: true, message: `${rc.base_url} answers (${plural(models.length, "model")})` });
     } catch (error) {
       const auth = error instanceof AuthenticationError || error instanceof PermissionDeniedError;
       checks.push({

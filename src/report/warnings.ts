@@ -1,3 +1,4 @@
+import { plural } from "../util/plural.ts";
 import type { ReportData } from "./report-data.ts";
 
 /**
@@ -102,7 +103,7 @@ export function reportWarnings(data: ReportData): ReportWarning[] {
   if (inoculated !== undefined && irrelevant !== undefined && irrelevant < inoculated) {
     warnings.push({
       code: "uneven_control",
-      message: `irrelevant-general draws from ${irrelevant} wording${irrelevant === 1 ? "" : "s"} and inoculated-general from ${inoculated}: the control differs in prompt variety as well as content. Set rephrase.k to at least ${inoculated - 1} so that the irrelevant prompt gets as many.`,
+      message: `irrelevant-general draws from ${plural(irrelevant, "wording")} and inoculated-general from ${inoculated}: the control differs in prompt variety as well as content. Set rephrase.k to at least ${inoculated - 1} so that the irrelevant prompt gets as many.`,
     });
   }
   return warnings;

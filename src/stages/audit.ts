@@ -11,6 +11,7 @@ import type { Stage, StageContext, StageOutcome } from "../pipeline/stage.ts";
 import { flagMetrics } from "../stats/flag-metrics.ts";
 import { positiveTrait } from "../traits/registry.ts";
 import { sha256 } from "../util/hash.ts";
+import { plural } from "../util/plural.ts";
 
 /** Longest turn shown per example when the judge writes the prompt (keeps that one request bounded). */
 const EXAMPLE_TURN_CHARS = 1500;
@@ -129,7 +130,7 @@ function failOnUnparsed(outcomes: readonly (readonly [string, ItemOutcome<Verdic
   const more = unparsed.length > QUOTED_UNPARSED ? `\n  … and ${unparsed.length - QUOTED_UNPARSED} more` : "";
   throw new StageError(
     "audit",
-    `${unparsed.length} of ${outcomes.length} rows got no verdict that parses (${answers} answer${answers === 1 ? "" : "s"} each):\n` +
+    `${unparsed.length} of ${outcomes.length} rows got no verdict that parses (${plural(answers, "answer")} each):\n` +
       `${quoted.join("\n")}${more}\n` +
       `Every answer is stored: raise llm.judge.parse_retries and rerun to ask only for new samples, or set ` +
       `audit.on_unparsed: clean to leave those rows unflagged (no prompt in inoculated-llm; counted apart in the report).`,
